@@ -1,0 +1,88 @@
+#pragma once
+// The OpenMP CPU backend. Loops are split into one contiguous chunk per thread; products are split
+// by output columns (or rows, when there are more rows) so that each thread runs one
+// single-threaded GEMM. Each output element is computed by the same kernel whatever the thread
+// count, so results agree with the serial backend to rounding.
+#include <algorithm>
+
+#include "curvature/core/types.hpp"
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace curvature::backend {
+
+namespace detail {
+#if defined(_OPENMP)
+template <class>
+inline constexpr bool openmp_enabled = true;
+#else
+template <class>
+inline constexpr bool openmp_enabled = false;
+#endif
+}  // namespace detail
+
+/// OpenMP backend; `num_threads == 0` means omp_get_max_threads(). A class template only so that
+/// using it in a build without OpenMP is a compile-time error at the point of use.
+template <class Tag = void>
+struct BasicOpenMP {
+  static constexpr const char* name = "openmp";
+  int num_threads = 0;
+
+  int threads() const {
+    static_assert(detail::openmp_enabled<Tag>,
+                  "curvature::backend::OpenMP needs OpenMP: link the target curvature::openmp "
+                  "(or compile with -fopenmp), or use curvature::backend::Serial");
+#if defined(_OPENMP)
+    return num_threads > 0 ? num_threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
+  }
+
+  /// Calls f(begin, end) on disjoint chunks covering [0, n), one chunk per thread.
+  template <class F>
+  void parallel_for(Index n, F&& f) const {
+    const int nt = static_cast<int>(std::min<Index>(threads(), n));
+    if (nt <= 1) {
+      if (n > 0) f(Index{0}, n);
+      return;
+    }
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+#endif
+    for (int t = 0; t < nt; ++t) {
+      const Index b = n * t / nt, e = n * (t + 1) / nt;
+      if (e > b) f(b, e);
+    }
+  }
+
+  /// C = alpha * A * B, or C += alpha * A * B when accumulate is true; split across threads.
+  template <class C, class A, class B, class T>
+  void gemm(C&& c, const A& a, const B& b, T alpha, bool accumulate) const {
+    const Index m = c.rows(), n = c.cols(), k = a.cols();
+    const int nt = threads();
+    if (nt <= 1 || m * n * k < 32768 || std::max(m, n) < 2 * nt) {
+      if (accumulate) c.noalias() += alpha * a * b;
+      else c.noalias() = alpha * a * b;
+      return;
+    }
+    if (n >= m) {
+      parallel_for(n, [&](Index j0, Index j1) {
+        auto cb = c.middleCols(j0, j1 - j0);
+        if (accumulate) cb.noalias() += alpha * a * b.middleCols(j0, j1 - j0);
+        else cb.noalias() = alpha * a * b.middleCols(j0, j1 - j0);
+      });
+    } else {
+      parallel_for(m, [&](Index i0, Index i1) {
+        auto cb = c.middleRows(i0, i1 - i0);
+        if (accumulate) cb.noalias() += alpha * a.middleRows(i0, i1 - i0) * b;
+        else cb.noalias() = alpha * a.middleRows(i0, i1 - i0) * b;
+      });
+    }
+  }
+};
+
+using OpenMP = BasicOpenMP<>;
+
+}  // namespace curvature::backend

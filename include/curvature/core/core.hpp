@@ -1,0 +1,5 @@
+#pragma once
+#include "curvature/core/concepts.hpp"
+#include "curvature/core/error.hpp"
+#include "curvature/core/rng.hpp"
+#include "curvature/core/types.hpp"

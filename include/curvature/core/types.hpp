@@ -1,0 +1,45 @@
+#pragma once
+// Basic types. Batches of vectors are column-major matrices with one column per sample, so a
+// row-major N x D array from NumPy or PyTorch is, byte for byte, a D x N matrix here.
+#include <Eigen/Core>
+#include <concepts>
+
+namespace curvature {
+
+using Index = Eigen::Index;
+
+template <class T>
+using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+template <class T>
+using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+
+template <class T>
+using MatrixMap = Eigen::Map<Matrix<T>>;
+template <class T>
+using ConstMatrixMap = Eigen::Map<const Matrix<T>>;
+template <class T>
+using RowMatrixMap = Eigen::Map<RowMatrix<T>>;
+template <class T>
+using ConstRowMatrixMap = Eigen::Map<const RowMatrix<T>>;
+template <class T>
+using VectorMap = Eigen::Map<Vector<T>>;
+template <class T>
+using ConstVectorMap = Eigen::Map<const Vector<T>>;
+
+/// How the per-column contributions J_col^T dy_col to the parameter gradient are reduced, for
+/// dy with R replicas of N samples (column (r, i)). The output is a d x ncols matrix.
+enum class Reduction {
+  Sum,               ///< one column: sum over all (r, i)
+  PerReplica,        ///< R columns: sum over i for each r (a block of directions)
+  PerColumn,         ///< R*N columns: column r*N + i (per-sample gradients)
+  PerSampleSquares,  ///< N columns: sum over r of squares (per-sample GGN diagonal)
+  SumSquares         ///< one column: sum over all (r, i) of squares (GGN / EF diagonals)
+};
+
+/// The scalar types the library is instantiated and tested with.
+template <class T>
+concept Scalar = std::same_as<T, float> || std::same_as<T, double>;
+
+}  // namespace curvature

@@ -1,0 +1,7 @@
+#pragma once
+// Everything the library offers. Individual concerns can be included on their own.
+#include "curvature/backend/backend.hpp"
+#include "curvature/core/core.hpp"
+#include "curvature/loss/loss.hpp"
+#include "curvature/model/model.hpp"
+#include "curvature/nn/nn.hpp"

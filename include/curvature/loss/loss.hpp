@@ -1,0 +1,3 @@
+#pragma once
+#include "curvature/loss/cross_entropy.hpp"
+#include "curvature/loss/mse.hpp"

@@ -1,0 +1,2 @@
+#pragma once
+#include "curvature/model/derivatives.hpp"

@@ -1,0 +1,144 @@
+#pragma once
+// Parameter-gradient reductions for a dense weight W [kout, kin] (row-major in theta) followed
+// by a bias [kout], when the contribution of column c is sum_t a_t[:, c] b_t[:, c]^T (Linear).
+// Sums of squares never materialise per-sample gradients: sum_c (a_c b_c^T)^2 = (a^2)(b^2)^T.
+#include <initializer_list>
+
+#include "curvature/nn/layer.hpp"
+
+namespace curvature::nn::detail {
+
+/// One term of a contribution: a [kout, R*N or N], b [kin, R*N or N] (N columns = shared by all
+/// replicas).
+template <class T>
+struct Term {
+  const Matrix<T>* a;
+  const Matrix<T>* b;
+  bool bias = true;  ///< false for the term dy R(x)^T of an R-op, which has no bias part
+};
+
+/// Sum of the replicas of m (m itself when it has one replica), times the factor it then stands for.
+template <class T>
+Matrix<T> replica_sum(const Matrix<T>& m, Index n) {
+  Matrix<T> s = m.middleCols(0, n);
+  for (Index r = 1; r < m.cols() / n; ++r) s += m.middleCols(r * n, n);
+  return s;
+}
+
+template <class T, class B>
+void dense_sum(const B& bk, const Sink<T>& s, Index n, Index reps, const Term<T>& t, bool squares) {
+  const Matrix<T>& a = *t.a;
+  const Matrix<T>& b = *t.b;
+  const Index kout = a.rows(), kin = b.rows();
+  RowMatrixMap<T> w(s.out, kout, kin);
+  VectorMap<T> bias(s.out + kout * kin, kout);
+  if (squares) {
+    CURVATURE_CHECK_VALUE(b.cols() == n || b.cols() == a.cols(), "dense_sum: replicated inputs in a sum of squares");
+    Matrix<T> a2 = a.array().square().matrix();
+    if (b.cols() == n && a.cols() != n) a2 = replica_sum(a2, n);
+    Matrix<T> b2 = b.array().square().matrix();
+    bk.gemm(w, a2, b2.transpose(), s.scale, true);
+    bias += s.scale * a2.rowwise().sum();
+  } else if (a.cols() == b.cols()) {
+    bk.gemm(w, a, b.transpose(), s.scale, true);
+    if (t.bias) bias += s.scale * a.rowwise().sum();
+  } else if (b.cols() == n) {  // a replicated, b shared
+    Matrix<T> as = replica_sum(a, n);
+    bk.gemm(w, as, b.transpose(), s.scale, true);
+    if (t.bias) bias += s.scale * as.rowwise().sum();
+  } else {  // a shared, b replicated
+    Matrix<T> bs = replica_sum(b, n);
+    bk.gemm(w, a, bs.transpose(), s.scale, true);
+    if (t.bias) bias += (s.scale * static_cast<T>(reps)) * a.rowwise().sum();
+  }
+}
+
+template <class T, class B>
+void dense_per_replica(const B& bk, const Sink<T>& s, Index n, Index reps, const Term<T>& t) {
+  const Index kout = t.a->rows(), kin = t.b->rows();
+  for (Index r = 0; r < reps; ++r) {
+    RowMatrixMap<T> w(s.col(r), kout, kin);
+    VectorMap<T> bias(s.col(r) + kout * kin, kout);
+    auto ar = replica(*t.a, r, n);
+    bk.gemm(w, ar, replica(*t.b, r, n).transpose(), s.scale, true);
+    if (t.bias) bias += s.scale * ar.rowwise().sum();
+  }
+}
+
+/// Per-column outer products; the first term assigns, later terms add (each parameter row of a
+/// column is owned by one layer, so no zeroing pass over the d x R*N output is needed).
+template <class T, class B>
+void dense_per_column(const B& bk, const Sink<T>& s, Index n, Index reps, std::initializer_list<Term<T>> terms) {
+  const Index kout = terms.begin()->a->rows(), kin = terms.begin()->b->rows();
+  bk.parallel_for(reps * n, [&](Index c0, Index c1) {
+    for (Index c = c0; c < c1; ++c) {
+      const Index r = c / n, i = c % n;
+      RowMatrixMap<T> w(s.col(c), kout, kin);
+      VectorMap<T> bias(s.col(c) + kout * kin, kout);
+      bool first = true;
+      for (const Term<T>& t : terms) {
+        auto ac = replica(*t.a, r, n).col(i);
+        auto bc = replica(*t.b, r, n).col(i);
+        if (first) {
+          w.noalias() = (s.scale * ac) * bc.transpose();
+          bias = s.scale * ac;  // the first term always carries the bias
+        } else {
+          w.noalias() += (s.scale * ac) * bc.transpose();
+          if (t.bias) bias += s.scale * ac;
+        }
+        first = false;
+      }
+    }
+  });
+}
+
+template <class T, class B>
+void dense_per_sample_squares(const B& bk, const Sink<T>& s, Index n, Index reps, const Term<T>& t) {
+  const Index kout = t.a->rows(), kin = t.b->rows();
+  const bool shared_b = t.b->cols() == n;
+  bk.parallel_for(n, [&](Index i0, Index i1) {
+    Vector<T> a2(kout);
+    for (Index i = i0; i < i1; ++i) {
+      RowMatrixMap<T> w(s.col(i), kout, kin);
+      VectorMap<T> bias(s.col(i) + kout * kin, kout);
+      if (shared_b) {
+        a2.setZero();
+        for (Index r = 0; r < reps; ++r) a2 += replica(*t.a, r, n).col(i).array().square().matrix();
+        w.noalias() += (s.scale * a2) * t.b->col(i).array().square().matrix().transpose();
+        bias += s.scale * a2;
+      } else {
+        for (Index r = 0; r < reps; ++r) {
+          a2 = replica(*t.a, r, n).col(i).array().square().matrix();
+          w.noalias() += (s.scale * a2) * replica(*t.b, r, n).col(i).array().square().matrix().transpose();
+          bias += s.scale * a2;
+        }
+      }
+    }
+  });
+}
+
+/// Reduces the contributions sum_t a_t b_t^T of a dense layer into the sink.
+template <class T, class B>
+void dense_param_grad(const B& bk, const Sink<T>& s, Index n, Index reps, std::initializer_list<Term<T>> terms) {
+  switch (s.mode) {
+    case Reduction::Sum:
+      for (const Term<T>& t : terms) dense_sum(bk, s, n, reps, t, false);
+      break;
+    case Reduction::PerReplica:
+      for (const Term<T>& t : terms) dense_per_replica(bk, s, n, reps, t);
+      break;
+    case Reduction::PerColumn:
+      dense_per_column(bk, s, n, reps, terms);
+      break;
+    case Reduction::SumSquares:
+      CURVATURE_CHECK_VALUE(terms.size() == 1, "SumSquares reduction of a second-order quantity");
+      dense_sum(bk, s, n, reps, *terms.begin(), true);
+      break;
+    case Reduction::PerSampleSquares:
+      CURVATURE_CHECK_VALUE(terms.size() == 1, "PerSampleSquares reduction of a second-order quantity");
+      dense_per_sample_squares(bk, s, n, reps, *terms.begin());
+      break;
+  }
+}
+
+}  // namespace curvature::nn::detail

@@ -1,0 +1,117 @@
+#pragma once
+// The layer interface of the built-in autodiff. Differentiation is layer-level: every layer has
+// batched rules for forward, JVP, backward (VJP) and the R-op of the backward pass, each written
+// as a few dense products over the whole batch.
+//
+// Tensors are column-major matrices. Two layouts:
+//  - Features: [C*H*W, N], one column per sample (NCHW row-major per sample).
+//  - Channels: [N*H*W, C], one column per channel (CNHW), so a convolution over the whole batch
+//    is one product.
+// A tensor that carries R "replicas" (R tangent directions, or R factor columns per sample) holds
+// them as R consecutive column blocks, each shaped like the plain tensor.
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "curvature/backend/backend.hpp"
+#include "curvature/core/error.hpp"
+#include "curvature/core/rng.hpp"
+#include "curvature/core/types.hpp"
+
+namespace curvature::nn {
+
+enum class Layout { Features, Channels };
+
+/// Per-sample shape C x H x W (vectors have h = w = 1).
+struct Shape {
+  Index c = 1, h = 1, w = 1;
+  Index size() const { return c * h * w; }
+  bool operator==(const Shape&) const = default;
+  std::string str() const { return curvature::detail::cat(c, "x", h, "x", w); }
+};
+
+struct TensorSpec {
+  Shape shape;
+  Layout layout = Layout::Features;
+  /// Rows and columns of the matrix that holds n samples (one replica).
+  Index rows(Index n) const { return layout == Layout::Features ? shape.size() : n * shape.h * shape.w; }
+  Index cols(Index n) const { return layout == Layout::Features ? n : shape.c; }
+};
+
+/// Where a layer writes its parameter contributions: `out` points at the layer's first row of a
+/// column-major d x ncols matrix with leading dimension `ld`; values are multiplied by `scale`
+/// and added.
+template <class T>
+struct Sink {
+  Reduction mode = Reduction::Sum;
+  T* out = nullptr;
+  Index ld = 0;
+  T scale = T(1);
+  T* col(Index j) const { return out + j * ld; }
+};
+
+/// Arguments shared by one layer call.
+template <class T>
+struct Pass {
+  const T* p = nullptr;  ///< the layer's parameters
+  const T* v = nullptr;  ///< the layer's block of tangent direction 0 (null: no direction)
+  Index v_ld = 0;        ///< distance between directions in v
+  Index n = 0;           ///< samples
+  Index reps = 1;        ///< replicas in tangents / cotangents
+  bool train = false;    ///< training mode (BatchNorm)
+  const T* vr(Index r) const { return v + r * v_ld; }
+};
+
+/// Replica r of tensor m whose plain (one-replica) form has `cols` columns. A tensor with a single
+/// replica is shared by all r (broadcast).
+template <class M>
+auto replica(M& m, Index r, Index cols) {
+  return m.middleCols(m.cols() == cols ? 0 : r * cols, cols);
+}
+
+/// A layer of the built-in autodiff, for scalar T and backend B.
+template <Scalar T, class B>
+class Layer {
+ public:
+  virtual ~Layer() = default;
+
+  /// PyTorch-like description, e.g. "linear(256)".
+  virtual std::string name() const = 0;
+  /// Layout the layer needs its input in, or none when any layout works.
+  virtual std::optional<Layout> required_layout() const { return std::nullopt; }
+  /// Checks the input spec (throws ShapeError naming the layer) and returns the output spec.
+  virtual TensorSpec bind(const TensorSpec& in) = 0;
+  virtual Index num_params() const { return 0; }
+  /// PyTorch's default initialisation, drawn from rng.
+  virtual void init(T* /*p*/, Rng& /*rng*/) const {}
+  /// True when samples are coupled (BatchNorm in training mode): no per-sample quantities.
+  virtual bool couples_samples(bool /*train*/) const { return false; }
+
+  /// y = f(x).
+  virtual void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) = 0;
+  /// ry = J_x rx + J_theta v, for reps directions. rx == nullptr means rx = 0. Called only when
+  /// rx is non-null or the layer has parameters.
+  virtual void jvp(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>& y, const Matrix<T>* rx,
+                   Matrix<T>& ry) = 0;
+  /// dx = J_x^T dy (when dx is non-null) and the parameter contributions J_theta^T dy into sink
+  /// (when non-null); dy has a.reps replicas.
+  virtual void backward(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>& y, const Matrix<T>& dy,
+                        Matrix<T>* dx, const Sink<T>* sink) = 0;
+  /// R-op of backward along the directions: given dy (one replica), its R-derivative rdy
+  /// (a.reps replicas) and the forward tangents rx, ry (null means zero), computes rdx and the
+  /// R-derivative of the parameter gradient into sink.
+  virtual void backward_r(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>& y, const Matrix<T>* rx,
+                          const Matrix<T>* ry, const Matrix<T>& dy, const Matrix<T>& rdy, Matrix<T>* rdx,
+                          const Sink<T>* sink) = 0;
+
+ /// The backend the layer runs its loops and products on (set by Sequential).
+  void set_backend(const B& b) { bk_ = b; }
+  const TensorSpec& input_spec() const { return in_; }
+  const TensorSpec& output_spec() const { return out_; }
+
+ protected:
+  TensorSpec in_{}, out_{};
+  B bk_{};
+};
+
+}  // namespace curvature::nn

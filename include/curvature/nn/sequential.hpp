@@ -1,0 +1,229 @@
+#pragma once
+// Sequential composition of layers with one flat parameter vector (PyTorch parameters_to_vector
+// layout: layer by layer, each layer's parameters in PyTorch's order).
+//
+// All differentiation entry points are stateless for the caller: each runs its own forward pass
+// and receives what it needs of the loss through a callback, so a whole gradient, HVP block or
+// Fisher diagonal is one call with one forward pass.
+#include <algorithm>
+#include <concepts>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "curvature/nn/layer.hpp"
+#include "curvature/nn/reshape.hpp"
+
+namespace curvature::nn {
+
+template <Scalar T, class B = DefaultBackend>
+class Sequential {
+ public:
+  using scalar_type = T;
+  using backend_type = B;
+  using LayerPtr = std::unique_ptr<Layer<T, B>>;
+
+  explicit Sequential(Shape input, B backend = B{}) : in_{input, Layout::Features}, bk_(backend) {
+    CURVATURE_CHECK_VALUE(input.size() > 0, "Sequential: empty input shape ", input.str());
+  }
+  Sequential(Sequential&&) noexcept = default;
+  Sequential& operator=(Sequential&&) noexcept = default;
+
+  /// Appends a layer (by value); a layout change is inserted first when the layer needs one.
+  template <class L>
+    requires std::derived_from<L, Layer<T, B>>
+  Sequential& add(L layer) {
+    return add(LayerPtr(std::make_unique<L>(std::move(layer))));
+  }
+  Sequential& add(LayerPtr layer) {
+    const TensorSpec cur = spec();
+    if (auto req = layer->required_layout(); req && *req != cur.layout)
+      push(std::make_unique<Relayout<T, B>>(*req));
+    push(std::move(layer));
+    return *this;
+  }
+
+  Index num_params() const { return params_.size(); }
+  Index input_size() const { return in_.shape.size(); }
+  Shape input_shape() const { return in_.shape; }
+  Index output_size() const { return spec().shape.size(); }
+  const B& backend() const { return bk_; }
+  Index num_layers() const { return static_cast<Index>(layers_.size()); }
+  const Layer<T, B>& layer(Index l) const { return *layers_[l]; }
+  Index param_offset(Index l) const { return offsets_[l]; }
+
+  const Vector<T>& params() const { return params_; }
+  /// Writable parameters; a write takes effect at the next call.
+  Vector<T>& mutable_params() { return params_; }
+  void set_params(const Vector<T>& p) {
+    CURVATURE_CHECK_SHAPE(p.size() == num_params(), "Sequential::set_params: got ", p.size(),
+                          " values but the model has ", num_params(), " parameters");
+    params_ = p;
+  }
+  /// PyTorch's default initialisation of every layer, from `seed`.
+  void init(std::uint64_t seed) {
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      Rng rng(seed, l);
+      layers_[l]->init(params_.data() + offsets_[l], rng);
+    }
+  }
+  void set_training(bool train) { train_ = train; }
+  bool training() const { return train_; }
+  /// True when some layer couples samples in the current mode (no per-sample quantities).
+  bool couples_samples() const {
+    return std::any_of(layers_.begin(), layers_.end(), [&](const LayerPtr& l) { return l->couples_samples(train_); });
+  }
+  /// The architecture in curvature-probe's --arch syntax.
+  std::string describe() const {
+    std::string s;
+    for (const auto& l : layers_)
+      if (!dynamic_cast<const Relayout<T, B>*>(l.get())) s += (s.empty() ? "" : ",") + l->name();
+    return s;
+  }
+
+  /// Outputs f(x_i) as a K x N matrix for inputs X (D x N, one sample per column).
+  Matrix<T> forward(const Matrix<T>& x) {
+    run_forward(x);
+    return acts_.back();
+  }
+
+  /// sum_i J_i^T dF_i (the base Model concept's vector-Jacobian product).
+  Vector<T> vjp(const Matrix<T>& x, const Matrix<T>& df) {
+    Matrix<T> out;
+    backward(x, [&](const Matrix<T>&) { return df; }, Reduction::Sum, out, T(1));
+    return out.col(0);
+  }
+
+  /// One forward pass, then the backward pass of the cotangents `out_fn(F)` (K x R*N: R replicas
+  /// of N samples), reduced into `out` (d x ncols, overwritten) as `mode` says, times `scale`.
+  template <class OutFn>
+  void backward(const Matrix<T>& x, OutFn&& out_fn, Reduction mode, Matrix<T>& out, T scale) {
+    run_forward(x);
+    const Index n = x.cols();
+    const Matrix<T> df = out_fn(acts_.back());
+    CURVATURE_CHECK_SHAPE(df.rows() == output_size() && df.cols() % n == 0 && df.cols() > 0,
+                          "Sequential::backward: cotangent is ", df.rows(), "x", df.cols(), ", expected ",
+                          output_size(), "x(R*", n, ")");
+    const Index reps = df.cols() / n;
+    prepare_out(mode, n, reps, out);
+    Matrix<T> dy = df, dx;
+    for (Index l = num_layers() - 1; l >= first_param_layer(); --l) {
+      const Pass<T> a = pass(l, n, reps, nullptr, 0);
+      const Sink<T> s{mode, out.data() + offsets_[l], num_params(), scale};
+      layers_[l]->backward(a, input(l, x), acts_[l], dy, l > first_param_layer() ? &dx : nullptr,
+                           layers_[l]->num_params() ? &s : nullptr);
+      std::swap(dy, dx);
+    }
+  }
+
+  /// Forward-mode product: J V for the d x m block V, as K x (m*N) (replica r = J v_r).
+  Matrix<T> jvp(const Matrix<T>& x, const Matrix<T>& v) {
+    run_forward(x);
+    run_jvp(x, v);
+    if (!active_.back()) return Matrix<T>::Zero(output_size(), v.cols() * x.cols());
+    return racts_.back();
+  }
+
+  /// Exact second-order pass (Pearlmutter's R-op): forward, JVP along the d x m block V, then
+  /// `rop(F, RF, dF, RdF)` fills the output cotangent dF (K x N) and its R-derivative RdF
+  /// (K x m*N), and the R-op of the backward pass is reduced into `out` (PerReplica: H v_r for a
+  /// mean loss; PerColumn with unscaled per-sample dF: H_i v_r).
+  template <class Rop>
+  void hvp(const Matrix<T>& x, const Matrix<T>& v, Rop&& rop, Reduction mode, Matrix<T>& out, T scale) {
+    run_forward(x);
+    run_jvp(x, v);
+    const Index n = x.cols(), m = v.cols();
+    Matrix<T> rf = active_.back() ? racts_.back() : Matrix<T>::Zero(output_size(), m * n);
+    Matrix<T> dy, rdy, dx, rdx;
+    rop(acts_.back(), rf, dy, rdy);
+    prepare_out(mode, n, m, out);
+    for (Index l = num_layers() - 1; l >= first_param_layer(); --l) {
+      const bool need_dx = l > first_param_layer();
+      const Matrix<T>* rx = (l > 0 && active_[l - 1]) ? &racts_[l - 1] : nullptr;
+      const Sink<T> s{mode, out.data() + offsets_[l], num_params(), scale};
+      layers_[l]->backward_r(pass(l, n, m, v.data(), v.rows()), input(l, x), acts_[l], rx,
+                             active_[l] ? &racts_[l] : nullptr, dy, rdy, need_dx ? &rdx : nullptr,
+                             layers_[l]->num_params() ? &s : nullptr);
+      if (!need_dx) break;
+      layers_[l]->backward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l], dy, &dx, nullptr);
+      std::swap(dy, dx);
+      std::swap(rdy, rdx);
+    }
+  }
+
+ private:
+  TensorSpec spec() const { return layers_.empty() ? in_ : layers_.back()->output_spec(); }
+
+  void push(LayerPtr layer) {
+    layer->set_backend(bk_);
+    const TensorSpec next = layer->bind(spec());
+    (void)next;
+    offsets_.push_back(num_params());
+    const Index old = num_params();
+    params_.conservativeResize(old + layer->num_params());
+    Rng rng(0, layers_.size());
+    layer->init(params_.data() + old, rng);
+    layers_.push_back(std::move(layer));
+  }
+
+  Index first_param_layer() const {
+    for (Index l = 0; l < num_layers(); ++l)
+      if (layers_[l]->num_params() > 0) return l;
+    return num_layers();
+  }
+
+  const Matrix<T>& input(Index l, const Matrix<T>& x) const { return l == 0 ? x : acts_[l - 1]; }
+
+  Pass<T> pass(Index l, Index n, Index reps, const T* v, Index v_ld) const {
+    return Pass<T>{params_.data() + offsets_[l], v ? v + offsets_[l] : nullptr, v_ld, n, reps, train_};
+  }
+
+  void run_forward(const Matrix<T>& x) {
+    CURVATURE_CHECK_SHAPE(!layers_.empty(), "Sequential: the model has no layers");
+    if (spec().layout != Layout::Features) push(std::make_unique<Relayout<T, B>>(Layout::Features));
+    CURVATURE_CHECK_SHAPE(x.rows() == input_size() && x.cols() > 0, "Sequential::forward: input is ", x.rows(),
+                          "x", x.cols(), " but the model takes ", input_size(), " (", in_.shape.str(),
+                          ") features per sample, one sample per column");
+    CURVATURE_CHECK_VALUE(x.allFinite(), "Sequential::forward: input contains NaN or Inf");
+    acts_.resize(layers_.size());
+    for (Index l = 0; l < num_layers(); ++l) layers_[l]->forward(pass(l, x.cols(), 1, nullptr, 0), input(l, x), acts_[l]);
+  }
+
+  void run_jvp(const Matrix<T>& x, const Matrix<T>& v) {
+    CURVATURE_CHECK_SHAPE(v.rows() == num_params() && v.cols() > 0, "Sequential: direction block is ", v.rows(),
+                          "x", v.cols(), " but the model has ", num_params(), " parameters");
+    racts_.resize(layers_.size());
+    active_.assign(layers_.size(), false);
+    for (Index l = 0; l < num_layers(); ++l) {
+      const bool in_active = l > 0 && active_[l - 1];
+      if (!in_active && layers_[l]->num_params() == 0) continue;
+      layers_[l]->jvp(pass(l, x.cols(), v.cols(), v.data(), v.rows()), input(l, x), acts_[l],
+                      in_active ? &racts_[l - 1] : nullptr, racts_[l]);
+      active_[l] = true;
+    }
+  }
+
+  void prepare_out(Reduction mode, Index n, Index reps, Matrix<T>& out) const {
+    const bool per_sample = mode == Reduction::PerColumn || mode == Reduction::PerSampleSquares ||
+                            mode == Reduction::SumSquares;
+    if (per_sample && couples_samples())
+      throw UnsupportedError("Sequential: per-sample quantities are undefined while a layer couples samples "
+                             "(BatchNorm in training mode); call set_training(false)");
+    const Index cols = mode == Reduction::PerColumn ? reps * n
+                       : mode == Reduction::PerSampleSquares ? n
+                       : mode == Reduction::PerReplica ? reps : 1;
+    if (mode == Reduction::PerColumn) out.resize(num_params(), cols);  // every entry is written
+    else out.setZero(num_params(), cols);
+  }
+
+  TensorSpec in_;
+  B bk_;
+  std::vector<LayerPtr> layers_;
+  std::vector<Index> offsets_;
+  Vector<T> params_;
+  bool train_ = false;
+  std::vector<Matrix<T>> acts_, racts_;
+  std::vector<bool> active_;
+};
+
+}  // namespace curvature::nn
