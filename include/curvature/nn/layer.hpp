@@ -20,6 +20,8 @@
 
 namespace curvature::nn {
 
+using curvature::Reduction;
+
 enum class Layout { Features, Channels };
 
 /// Per-sample shape C x H x W (vectors have h = w = 1).
