@@ -1,4 +1,5 @@
 #pragma once
+#include "curvature/core/allocator.hpp"
 #include "curvature/core/concepts.hpp"
 #include "curvature/core/error.hpp"
 #include "curvature/core/rng.hpp"

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "curvature/core/allocator.hpp"
 #include "curvature/nn/layer.hpp"
 #include "curvature/nn/reshape.hpp"
 
@@ -24,6 +25,7 @@ class Sequential {
   using LayerPtr = std::unique_ptr<Layer<T, B>>;
 
   explicit Sequential(Shape input, B backend = B{}) : in_{input, Layout::Features}, bk_(backend) {
+    curvature::detail::tune_allocator_once();
     CURVATURE_CHECK_VALUE(input.size() > 0, "Sequential: empty input shape ", input.str());
   }
   Sequential(Sequential&&) noexcept = default;

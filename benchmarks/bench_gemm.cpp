@@ -1,0 +1,27 @@
+// The machine's GEMM rate with the product the library uses (Eigen, or BLAS when the build routes
+// Eigen's products to it through curvature::blas), for the "% of GEMM peak" of every report, and
+// the layer-shaped products of the MNIST MLP at B = 128.
+#include <benchmark/benchmark.h>
+
+#include <curvature/curvature.hpp>
+
+using namespace curvature;
+
+static void gemm(benchmark::State& state) {
+  const Index m = state.range(0), k = state.range(1), n = state.range(2);
+  Matrix<float> a = Matrix<float>::Random(m, k), b = Matrix<float>::Random(k, n), c(m, n);
+  for (auto _ : state) {
+    c.noalias() = a * b;
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * k * n, benchmark::Counter::kIsIterationInvariantRate);
+#if defined(EIGEN_USE_BLAS)
+  state.SetLabel("BLAS");
+#else
+  state.SetLabel("Eigen");
+#endif
+}
+BENCHMARK(gemm)->Args({1024, 1024, 1024})->Args({256, 784, 128})->Args({256, 128, 784})->Args({256, 256, 128})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_MAIN();
