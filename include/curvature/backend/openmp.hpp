@@ -62,7 +62,7 @@ struct BasicOpenMP {
   void gemm(C&& c, const A& a, const B& b, T alpha, bool accumulate) const {
     const Index m = c.rows(), n = c.cols(), k = a.cols();
     const int nt = threads();
-    if (nt <= 1 || m * n * k < 32768 || std::max(m, n) < 2 * nt) {
+    if (nt <= 1 || m * n * k < (Index{1} << 20) || std::max(m, n) < 16 * nt) {  // < ~10 us: not worth a split
       if (accumulate) c.noalias() += alpha * a * b;
       else c.noalias() = alpha * a * b;
       return;

@@ -38,12 +38,12 @@ LossGradient<scalar_of<M>> loss_and_gradient(M& m, const L& loss, const Matrix<s
   detail::check_batch(m, loss, x, y, "loss_and_gradient");
   T value = 0;
   if constexpr (PerSampleModel<M>) {
-    Matrix<T> out;
+    Vector<T> out;
     m.backward(x, [&](const Matrix<T>& f) {
       value = loss.values(f, y).mean();
       return Matrix<T>(loss.gradient(f, y));
     }, Reduction::Sum, out, T(1) / static_cast<T>(x.cols()));
-    return {value, out.col(0)};
+    return {value, std::move(out)};
   } else {
     const Matrix<T> f = m.forward(x);
     value = loss.values(f, y).mean();
@@ -100,10 +100,10 @@ Vector<scalar_of<M>> ggn_diagonal(M& m, const L& loss, const Matrix<scalar_of<M>
   using T = scalar_of<M>;
   static_assert(PerSampleModel<M>, "ggn_diagonal needs a PerSampleModel");
   detail::check_batch(m, loss, x, y, "ggn_diagonal");
-  Matrix<T> out;
+  Vector<T> out;
   m.backward(x, [&](const Matrix<T>& f) { return Matrix<T>(loss.hessian_factor(f, y)); }, Reduction::SumSquares,
              out, T(1) / static_cast<T>(x.cols()));
-  return out.col(0);
+  return out;
 }
 
 /// Exact true-Fisher diagonal: equal to the GGN diagonal for the losses of the library (SPEC 1).
@@ -132,10 +132,10 @@ Vector<scalar_of<M>> empirical_fisher_diagonal(M& m, const L& loss, const Matrix
   using T = scalar_of<M>;
   static_assert(PerSampleModel<M>, "empirical_fisher_diagonal needs a PerSampleModel");
   detail::check_batch(m, loss, x, y, "empirical_fisher_diagonal");
-  Matrix<T> out;
+  Vector<T> out;
   m.backward(x, [&](const Matrix<T>& f) { return Matrix<T>(loss.gradient(f, y)); }, Reduction::SumSquares, out,
              T(1) / static_cast<T>(x.cols()));
-  return out.col(0);
+  return out;
 }
 
 /// Monte-Carlo Fisher diagonal (000 eq. 2 and 33, which call it "empirical"): mean over samples
@@ -146,13 +146,13 @@ Vector<scalar_of<M>> mc_fisher_diagonal(M& m, const L& loss, const Matrix<scalar
   using T = scalar_of<M>;
   static_assert(PerSampleModel<M>, "mc_fisher_diagonal needs a PerSampleModel");
   CURVATURE_CHECK_VALUE(draws >= 1, "mc_fisher_diagonal: draws must be >= 1, got ", draws);
-  Matrix<T> out;
+  Vector<T> out;
   m.backward(x, [&](const Matrix<T>& f) {
     Matrix<T> g(f.rows(), f.cols() * draws);
     for (Index s = 0; s < draws; ++s) g.middleCols(s * f.cols(), f.cols()) = loss.gradient(f, loss.sample(f, rng));
     return g;
   }, Reduction::SumSquares, out, T(1) / static_cast<T>(x.cols() * draws));
-  return out.col(0);
+  return out;
 }
 
 }  // namespace curvature

@@ -6,6 +6,7 @@
 // and receives what it needs of the loss through a callback, so a whole gradient, HVP block or
 // Fisher diagonal is one call with one forward pass.
 #include <algorithm>
+#include <atomic>
 #include <concepts>
 #include <memory>
 #include <string>
@@ -91,15 +92,16 @@ class Sequential {
 
   /// sum_i J_i^T dF_i (the base Model concept's vector-Jacobian product).
   Vector<T> vjp(const Matrix<T>& x, const Matrix<T>& df) {
-    Matrix<T> out;
+    Vector<T> out;
     backward(x, [&](const Matrix<T>&) { return df; }, Reduction::Sum, out, T(1));
-    return out.col(0);
+    return out;
   }
 
   /// One forward pass, then the backward pass of the cotangents `out_fn(F)` (K x R*N: R replicas
   /// of N samples), reduced into `out` (d x ncols, overwritten) as `mode` says, times `scale`.
-  template <class OutFn>
-  void backward(const Matrix<T>& x, OutFn&& out_fn, Reduction mode, Matrix<T>& out, T scale) {
+  template <class OutFn, class Out>
+    requires std::same_as<Out, Matrix<T>> || std::same_as<Out, Vector<T>>
+  void backward(const Matrix<T>& x, OutFn&& out_fn, Reduction mode, Out& out, T scale) {
     run_forward(x);
     const Index n = x.cols();
     const Matrix<T> df = out_fn(acts_.back());
@@ -186,9 +188,18 @@ class Sequential {
     CURVATURE_CHECK_SHAPE(x.rows() == input_size() && x.cols() > 0, "Sequential::forward: input is ", x.rows(),
                           "x", x.cols(), " but the model takes ", input_size(), " (", in_.shape.str(),
                           ") features per sample, one sample per column");
-    CURVATURE_CHECK_VALUE(x.allFinite(), "Sequential::forward: input contains NaN or Inf");
+    check_finite(x);
     acts_.resize(layers_.size());
     for (Index l = 0; l < num_layers(); ++l) layers_[l]->forward(pass(l, x.cols(), 1, nullptr, 0), input(l, x), acts_[l]);
+  }
+
+  void check_finite(const Matrix<T>& x) const {
+    std::atomic<bool> ok{true};
+    const T* d = x.data();
+    bk_.parallel_for(x.size(), [&](Index k0, Index k1) {
+      if (!ConstVectorMap<T>(d + k0, k1 - k0).allFinite()) ok = false;
+    });
+    CURVATURE_CHECK_VALUE(ok.load(), "Sequential::forward: input contains NaN or Inf");
   }
 
   void run_jvp(const Matrix<T>& x, const Matrix<T>& v) {
@@ -205,7 +216,9 @@ class Sequential {
     }
   }
 
-  void prepare_out(Reduction mode, Index n, Index reps, Matrix<T>& out) const {
+  /// Sizes `out` for `mode`; zeroes it (in parallel) unless every entry will be written.
+  template <class Out>
+  void prepare_out(Reduction mode, Index n, Index reps, Out& out) const {
     const bool per_sample = mode == Reduction::PerColumn || mode == Reduction::PerSampleSquares ||
                             mode == Reduction::SumSquares;
     if (per_sample && couples_samples())
@@ -214,8 +227,12 @@ class Sequential {
     const Index cols = mode == Reduction::PerColumn ? reps * n
                        : mode == Reduction::PerSampleSquares ? n
                        : mode == Reduction::PerReplica ? reps : 1;
-    if (mode == Reduction::PerColumn) out.resize(num_params(), cols);  // every entry is written
-    else out.setZero(num_params(), cols);
+    if constexpr (std::same_as<Out, Vector<T>>)
+      CURVATURE_CHECK_VALUE(cols == 1, "Sequential: a reduction with ", cols, " columns needs a Matrix output");
+    out.resize(num_params(), cols);
+    if (mode == Reduction::PerColumn) return;  // every entry is written
+    T* o = out.data();
+    bk_.parallel_for(out.size(), [&](Index k0, Index k1) { std::fill(o + k0, o + k1, T(0)); });
   }
 
   TensorSpec in_;
