@@ -1,0 +1,44 @@
+#pragma once
+// Builders for the papers' networks (SPEC section 7), initialised like PyTorch from a seed.
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "curvature/nn/activation.hpp"
+#include "curvature/nn/linear.hpp"
+#include "curvature/nn/sequential.hpp"
+
+namespace curvature::nn {
+
+/// Appends the activation named `act` ("relu", "tanh", "sigmoid", "gelu", "leakyrelu").
+template <Scalar T, class B>
+void add_activation(Sequential<T, B>& m, std::string_view act) {
+  if (act == "relu") m.add(ReLU<T, B>());
+  else if (act == "tanh") m.add(Tanh<T, B>());
+  else if (act == "sigmoid") m.add(Sigmoid<T, B>());
+  else if (act == "gelu") m.add(GELU<T, B>());
+  else if (act == "leakyrelu") m.add(LeakyReLU<T, B>());
+  else throw ValueError(curvature::detail::cat("add_activation: unknown activation '", act, "'"));
+}
+
+/// Fully connected net in -> widths... -> out with `act` between the linear layers.
+template <Scalar T, class B = DefaultBackend>
+Sequential<T, B> mlp(Index in, const std::vector<Index>& widths, Index out, std::string_view act = "relu",
+                     std::uint64_t seed = 0, B backend = B{}) {
+  Sequential<T, B> m(Shape{in, 1, 1}, backend);
+  for (Index w : widths) {
+    m.add(Linear<T, B>(w));
+    add_activation(m, act);
+  }
+  m.add(Linear<T, B>(out));
+  m.init(seed);
+  return m;
+}
+
+/// The MNIST MLP of paper 000 (Sec. 3.4): 784-256-256-10 with ReLU, 269,322 parameters.
+template <Scalar T, class B = DefaultBackend>
+Sequential<T, B> mnist_mlp(std::uint64_t seed = 0, B backend = B{}) {
+  return mlp<T, B>(784, {256, 256}, 10, "relu", seed, backend);
+}
+
+}  // namespace curvature::nn
