@@ -62,7 +62,7 @@ int main() {
   auto m64 = nn::mnist_mlp<double>(0);
   const Matrix<double> x64 = x.cast<double>(), v64 = v.cast<double>();
   const Vector<double> p0 = m64.params();
-  const double h = 1e-6;  // small enough that no ReLU changes state between theta +- h v
+  const double h = 1e-7;  // small enough that no ReLU changes state between theta +- h v
   m64.set_params(p0 + h * v64.col(0));
   const Vector<double> gp = loss_and_gradient(m64, loss::CrossEntropy<double>{}, x64, y).gradient;
   m64.set_params(p0 - h * v64.col(0));
