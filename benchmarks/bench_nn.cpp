@@ -25,7 +25,7 @@ Batch make_batch(Index dim, Index n, std::uint64_t seed) {
 }
 
 nn::Sequential<T, B> make_model(bool cnn, int threads) {
-  (void)cnn;  // TinyCNN arrives with Conv2d
+  if (cnn) return nn::tiny_cnn<T, B>(nn::Shape{3, 32, 32}, 1, B{threads});
   return nn::mnist_mlp<T, B>(0, B{threads});
 }
 
@@ -77,14 +77,14 @@ CURVATURE_BENCH(W2_psg_prealloc_mlp_b128, Work::PerSample, false);
 CURVATURE_BENCH(W6_efisher_mlp_b128, Work::EmpiricalFisher, false);
 CURVATURE_BENCH(W6_tfisher_mlp_b128, Work::TrueFisher, false);
 
-// CURVATURE_BENCH(W1_grad_cnn_b128, Work::Gradient, true);
+CURVATURE_BENCH(W1_grad_cnn_b128, Work::Gradient, true);
 
-// CURVATURE_BENCH(W3_hvp_cnn_b128, Work::Hvp, true);
+CURVATURE_BENCH(W3_hvp_cnn_b128, Work::Hvp, true);
 
-// CURVATURE_BENCH(W2_psg_prealloc_cnn_b128, Work::PerSample, true);
+CURVATURE_BENCH(W2_psg_prealloc_cnn_b128, Work::PerSample, true);
 
-// CURVATURE_BENCH(W6_efisher_cnn_b128, Work::EmpiricalFisher, true);
+CURVATURE_BENCH(W6_efisher_cnn_b128, Work::EmpiricalFisher, true);
 
-// CURVATURE_BENCH(W6_tfisher_cnn_b128, Work::TrueFisher, true);
+CURVATURE_BENCH(W6_tfisher_cnn_b128, Work::TrueFisher, true);
 
 BENCHMARK_MAIN();

@@ -10,7 +10,7 @@ done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "curvature needs these Debian packages: ${missing[*]}" >&2
-  echo "install them with: sudo apt-get install -y ${missing[*]}" >&2
+  echo "install them (as root) with: apt-get install -y --no-install-recommends ${missing[*]}" >&2
   exit 1
 fi
 echo "installing: ${missing[*]}"

@@ -1,6 +1,8 @@
 #pragma once
 #include "curvature/nn/activation.hpp"
 #include "curvature/nn/builders.hpp"
+#include "curvature/nn/conv2d.hpp"
+#include "curvature/nn/pool.hpp"
 #include "curvature/nn/layer.hpp"
 #include "curvature/nn/linear.hpp"
 #include "curvature/nn/reshape.hpp"

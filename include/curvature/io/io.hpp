@@ -1,0 +1,3 @@
+#pragma once
+// Reading and writing files: NumPy .npy arrays (parameters, inputs, labels, results).
+#include "curvature/io/npy.hpp"

@@ -1,0 +1,147 @@
+#pragma once
+// Max and average pooling (PyTorch MaxPool2d / AvgPool2d, no padding, floor mode) in the Channels
+// layout. Both are piecewise linear: the JVP and the backward R-op reuse the first-order rules.
+#include <cmath>
+#include <cstdint>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "curvature/nn/layer.hpp"
+
+namespace curvature::nn {
+
+namespace detail {
+/// Shared geometry and replica handling of the pooling layers.
+template <Scalar T, class B>
+class PoolBase : public Layer<T, B> {
+ public:
+  PoolBase(const char* kind, Index kernel, Index stride) : kind_(kind), k_(kernel), s_(stride > 0 ? stride : kernel) {
+    CURVATURE_CHECK_VALUE(kernel > 0 && stride >= 0, kind, ": kernel must be positive and stride non-negative");
+  }
+  std::string name() const override { return curvature::detail::cat(kind_, "(", k_, ",s=", s_, ")"); }
+  std::optional<Layout> required_layout() const override { return Layout::Channels; }
+  TensorSpec bind(const TensorSpec& in) override {
+    const Shape s = in.shape;
+    CURVATURE_CHECK_SHAPE(s.h >= k_ && s.w >= k_, name(), ": input ", s.str(), " is smaller than the window");
+    this->in_ = in;
+    ho_ = (s.h - k_) / s_ + 1;
+    wo_ = (s.w - k_) / s_ + 1;
+    this->out_ = TensorSpec{Shape{s.c, ho_, wo_}, Layout::Channels};
+    return this->out_;
+  }
+  void jvp(const Pass<T>& a, const Matrix<T>&, const Matrix<T>&, const Matrix<T>* rx, Matrix<T>& ry) override {
+    apply(a.n, *rx, ry);
+  }
+  void backward(const Pass<T>& a, const Matrix<T>&, const Matrix<T>&, const Matrix<T>& dy, Matrix<T>* dx,
+                const Sink<T>*) override {
+    if (dx) apply_transpose(a.n, dy, *dx);
+  }
+  void backward_r(const Pass<T>& a, const Matrix<T>&, const Matrix<T>&, const Matrix<T>*, const Matrix<T>*,
+                  const Matrix<T>&, const Matrix<T>& rdy, Matrix<T>* rdx, const Sink<T>*) override {
+    if (rdx) apply_transpose(a.n, rdy, *rdx);
+  }
+
+ protected:
+  /// The pooling as a linear map of its input given the window choices of the last forward pass:
+  /// out(plane, o) = sum_j w(o, j) in(plane, j) over the window of o.
+  virtual void apply_plane(Index c, const T* in, T* out) const = 0;
+  virtual void apply_plane_transpose(Index c, const T* in, T* out) const = 0;
+
+  void apply(Index n, const Matrix<T>& x, Matrix<T>& y) const {
+    const Index c = this->in_.shape.c, reps = x.cols() / c, hw = this->in_.shape.h * this->in_.shape.w;
+    y.resize(n * ho_ * wo_, x.cols());
+    this->bk_.parallel_for(x.cols(), [&](Index j0, Index j1) {
+      for (Index j = j0; j < j1; ++j)
+        for (Index i = 0; i < n; ++i) apply_plane(i * c + j % c, x.col(j).data() + i * hw, y.col(j).data() + i * ho_ * wo_);
+    });
+    (void)reps;
+  }
+  void apply_transpose(Index n, const Matrix<T>& dy, Matrix<T>& dx) const {
+    const Index c = this->in_.shape.c, hw = this->in_.shape.h * this->in_.shape.w;
+    dx.setZero(n * hw, dy.cols());
+    this->bk_.parallel_for(dy.cols(), [&](Index j0, Index j1) {
+      for (Index j = j0; j < j1; ++j)
+        for (Index i = 0; i < n; ++i)
+          apply_plane_transpose(i * c + j % c, dy.col(j).data() + i * ho_ * wo_, dx.col(j).data() + i * hw);
+    });
+  }
+
+  const char* kind_;
+  Index k_, s_, ho_ = 0, wo_ = 0;
+};
+}  // namespace detail
+
+/// Max pooling; the forward pass records the first maximum of each window (PyTorch's choice).
+template <Scalar T, class B = DefaultBackend>
+class MaxPool2d final : public detail::PoolBase<T, B> {
+ public:
+  explicit MaxPool2d(Index kernel, Index stride = 0) : detail::PoolBase<T, B>("maxpool", kernel, stride) {}
+
+  void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override {
+    const Shape s = this->in_.shape;
+    const Index p = this->ho_ * this->wo_, hw = s.h * s.w;
+    arg_.resize(static_cast<std::size_t>(a.n * s.c * p));
+    y.resize(a.n * p, s.c);
+    this->bk_.parallel_for(s.c, [&](Index c0, Index c1) {
+      for (Index c = c0; c < c1; ++c)
+        for (Index i = 0; i < a.n; ++i) argmax_plane(x.col(c).data() + i * hw, y.col(c).data() + i * p, &arg_[(i * s.c + c) * p]);
+    });
+  }
+
+ private:
+  void argmax_plane(const T* in, T* out, std::int32_t* arg) const {
+    const Index w = this->in_.shape.w;
+    for (Index oh = 0; oh < this->ho_; ++oh)
+      for (Index ow = 0; ow < this->wo_; ++ow) {
+        Index best = oh * this->s_ * w + ow * this->s_;
+        for (Index ki = 0; ki < this->k_; ++ki)
+          for (Index kj = 0; kj < this->k_; ++kj) {
+            const Index j = (oh * this->s_ + ki) * w + ow * this->s_ + kj;
+            if (in[j] > in[best] || (std::isnan(in[j]) && !std::isnan(in[best]))) best = j;
+          }
+        out[oh * this->wo_ + ow] = in[best];
+        arg[oh * this->wo_ + ow] = static_cast<std::int32_t>(best);
+      }
+  }
+  void apply_plane(Index plane, const T* in, T* out) const override {
+    const std::int32_t* arg = &arg_[plane * this->ho_ * this->wo_];
+    for (Index o = 0; o < this->ho_ * this->wo_; ++o) out[o] = in[arg[o]];
+  }
+  void apply_plane_transpose(Index plane, const T* in, T* out) const override {
+    const std::int32_t* arg = &arg_[plane * this->ho_ * this->wo_];
+    for (Index o = 0; o < this->ho_ * this->wo_; ++o) out[arg[o]] += in[o];
+  }
+
+  std::vector<std::int32_t> arg_;  // window maximum of each (sample, channel, output pixel)
+};
+
+/// Average pooling over k x k windows.
+template <Scalar T, class B = DefaultBackend>
+class AvgPool2d final : public detail::PoolBase<T, B> {
+ public:
+  explicit AvgPool2d(Index kernel, Index stride = 0) : detail::PoolBase<T, B>("avgpool", kernel, stride) {}
+  void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override { this->apply(a.n, x, y); }
+
+ private:
+  template <bool Transpose>
+  void window(const T* in, T* out) const {
+    const Index w = this->in_.shape.w;
+    const T scale = T(1) / static_cast<T>(this->k_ * this->k_);
+    for (Index oh = 0; oh < this->ho_; ++oh)
+      for (Index ow = 0; ow < this->wo_; ++ow) {
+        T acc = 0;
+        for (Index ki = 0; ki < this->k_; ++ki)
+          for (Index kj = 0; kj < this->k_; ++kj) {
+            const Index j = (oh * this->s_ + ki) * w + ow * this->s_ + kj;
+            if constexpr (Transpose) out[j] += scale * in[oh * this->wo_ + ow];
+            else acc += in[j];
+          }
+        if constexpr (!Transpose) out[oh * this->wo_ + ow] = scale * acc;
+      }
+  }
+  void apply_plane(Index, const T* in, T* out) const override { window<false>(in, out); }
+  void apply_plane_transpose(Index, const T* in, T* out) const override { window<true>(in, out); }
+};
+
+}  // namespace curvature::nn
