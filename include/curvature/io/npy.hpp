@@ -49,6 +49,8 @@ struct NpyArray {
 
 namespace detail {
 
+using curvature::detail::cat;
+
 inline IoError npy_error(const std::string& path, const std::string& what) {
   return IoError(cat("npy file '", path, "': ", what));
 }
@@ -399,7 +401,7 @@ inline std::string npy_preamble(const char* descr, const std::vector<Index>& sha
 inline std::filesystem::path npy_temp_path(const std::filesystem::path& target) {
   static std::atomic<unsigned long> counter{0};
   std::random_device rd;
-  const auto tag = cat(".", target.filename().string(), ".tmp.", std::hex, rd(), rd(), ".",
+  const auto tag = cat(".", target.filename().string(), ".tmp.", rd(), rd(), ".",
                        counter.fetch_add(1));
   return target.parent_path() / tag;
 }

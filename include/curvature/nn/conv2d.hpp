@@ -57,11 +57,7 @@ class Conv2d final : public Layer<T, B> {
     ry.resize(rows, a.reps * cout_);
     if (rx) {
       rcols_.resize(rows, a.reps * ckk_);
-      for (Index r = 0; r < a.reps; ++r) {
-        Matrix<T> c;
-        im2col_block(*rx, r, a.n, c);
-        rcols_.middleCols(r * ckk_, ckk_) = c;
-      }
+      for (Index r = 0; r < a.reps; ++r) im2col_block(*rx, r, a.n, rcols_.data() + r * rows * ckk_);
     }
     const Matrix<T>& cols = cached_cols(x, a.n);
     for (Index r = 0; r < a.reps; ++r) {
@@ -113,18 +109,20 @@ class Conv2d final : public Layer<T, B> {
     return cols_;
   }
 
-  void im2col(const Matrix<T>& x, Index n, Matrix<T>& cols) const { im2col_block(x, 0, n, cols); }
+  void im2col(const Matrix<T>& x, Index n, Matrix<T>& cols) const {
+    cols.resize(n * ho_ * wo_, ckk_);
+    im2col_block(x, 0, n, cols.data());
+  }
 
   /// cols(i*P + o, (c*k + ki)*k + kj) = x_r(i*H*W + (ho*s - pad + ki)*W + wo*s - pad + kj, c), 0 outside.
-  void im2col_block(const Matrix<T>& x, Index r, Index n, Matrix<T>& cols) const {
+  void im2col_block(const Matrix<T>& x, Index r, Index n, T* cols) const {
     const Shape s = this->in_.shape;
     const Index p = ho_ * wo_, c_in = s.c;
-    cols.resize(n * p, ckk_);
     const T* src = x.data() + r * x.rows() * c_in;
     this->bk_.parallel_for(ckk_, [&](Index q0, Index q1) {
       for (Index q = q0; q < q1; ++q) {
         const Index c = q / (k_ * k_), ki = (q / k_) % k_, kj = q % k_;
-        T* dst = cols.data() + q * n * p;
+        T* dst = cols + q * n * p;
         for (Index i = 0; i < n; ++i) {
           const T* plane = src + c * x.rows() + i * s.h * s.w;
           for (Index oh = 0; oh < ho_; ++oh) {

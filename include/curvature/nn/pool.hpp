@@ -91,16 +91,21 @@ class MaxPool2d final : public detail::PoolBase<T, B> {
 
  private:
   void argmax_plane(const T* in, T* out, std::int32_t* arg) const {
-    const Index w = this->in_.shape.w;
+    const Index w = this->in_.shape.w, k = this->k_, st = this->s_;
     for (Index oh = 0; oh < this->ho_; ++oh)
       for (Index ow = 0; ow < this->wo_; ++ow) {
-        Index best = oh * this->s_ * w + ow * this->s_;
-        for (Index ki = 0; ki < this->k_; ++ki)
-          for (Index kj = 0; kj < this->k_; ++kj) {
-            const Index j = (oh * this->s_ + ki) * w + ow * this->s_ + kj;
-            if (in[j] > in[best] || (std::isnan(in[j]) && !std::isnan(in[best]))) best = j;
-          }
-        out[oh * this->wo_ + ow] = in[best];
+        const Index base = oh * st * w + ow * st;
+        Index best = base;
+        T best_v = in[base];
+        for (Index ki = 0; ki < k; ++ki) {
+          const T* row = in + base + ki * w;
+          for (Index kj = 0; kj < k; ++kj)
+            if (row[kj] > best_v) {  // strict: the first maximum wins, as in PyTorch
+              best_v = row[kj];
+              best = base + ki * w + kj;
+            }
+        }
+        out[oh * this->wo_ + ow] = best_v;
         arg[oh * this->wo_ + ow] = static_cast<std::int32_t>(best);
       }
   }
