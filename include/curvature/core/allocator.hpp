@@ -16,7 +16,9 @@ namespace curvature {
 inline bool tune_allocator() {
 #if defined(__GLIBC__)
   static const bool done = [] {
-    bool ok = mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1;
+    // 32 MiB is the largest mmap threshold glibc accepts on 64-bit systems; larger blocks (e.g.
+    // a d x N per-sample gradient buffer) are mapped, and are meant to be reused by the caller.
+    bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
     ok = mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && ok;
     return mallopt(M_TOP_PAD, 64 << 20) == 1 && ok;
   }();
