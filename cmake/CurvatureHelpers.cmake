@@ -2,7 +2,7 @@
 # installed targets.
 
 # Links `target` with curvature::curvature and every enabled backend target, and gives it the
-# project's warning and architecture flags.
+# project's warning and architecture flags (C++ sources only: nvcc takes host flags differently).
 function(curvature_link_all target)
   target_link_libraries(${target} PRIVATE curvature::curvature)
   if(TARGET curvature_openmp)
@@ -11,16 +11,17 @@ function(curvature_link_all target)
   if(TARGET curvature_blas)
     target_link_libraries(${target} PRIVATE curvature::blas)
   endif()
-  target_compile_options(${target} PRIVATE -Wall -Wextra)
+  set_target_properties(${target} PROPERTIES CXX_EXTENSIONS OFF)  # -std=c++20, not gnu++20
+  target_compile_options(${target} PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:-Wall;-Wextra>")
   if(CURVATURE_WERROR)
-    target_compile_options(${target} PRIVATE -Werror)
+    target_compile_options(${target} PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:-Werror>")
   endif()
   if(CURVATURE_NATIVE)
-    target_compile_options(${target} PRIVATE -march=native)
+    target_compile_options(${target} PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:-march=native>")
     # GCC 12's AVX-512 headers self-initialise placeholders (`__Y = __Y`), which -Wuninitialized
     # reports inside every Eigen kernel (GCC bug 105593, fixed in GCC 13).
     if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
-      target_compile_options(${target} PRIVATE -Wno-uninitialized -Wno-maybe-uninitialized)
+      target_compile_options(${target} PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:-Wno-uninitialized;-Wno-maybe-uninitialized>")
     endif()
   endif()
 endfunction()
