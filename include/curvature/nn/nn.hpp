@@ -1,9 +1,12 @@
 #pragma once
 #include "curvature/nn/activation.hpp"
+#include "curvature/nn/arch.hpp"
+#include "curvature/nn/batchnorm.hpp"
 #include "curvature/nn/builders.hpp"
 #include "curvature/nn/conv2d.hpp"
 #include "curvature/nn/pool.hpp"
 #include "curvature/nn/layer.hpp"
 #include "curvature/nn/linear.hpp"
 #include "curvature/nn/reshape.hpp"
+#include "curvature/nn/residual.hpp"
 #include "curvature/nn/sequential.hpp"
