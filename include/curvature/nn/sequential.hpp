@@ -80,7 +80,10 @@ class Sequential {
   std::string describe() const {
     std::string s;
     for (const auto& l : layers_)
-      if (!dynamic_cast<const Relayout<T, B>*>(l.get())) s += (s.empty() ? "" : ",") + l->name();
+      if (!dynamic_cast<const Relayout<T, B>*>(l.get())) {
+        if (!s.empty()) s += ',';
+        s += l->name();
+      }
     return s;
   }
 
