@@ -45,8 +45,12 @@ class Residual final : public Layer<T, B> {
 
   std::string name() const override {
     std::string s = "residual(";
-    for (std::size_t k = 0; k < user_.size(); ++k) s += (k ? "," : "") + user_[k]->name();
-    return s + ")";
+    for (std::size_t k = 0; k < user_.size(); ++k) {
+      if (k) s += ',';
+      s += user_[k]->name();
+    }
+    s += ')';
+    return s;
   }
   std::optional<Layout> required_layout() const override {
     return user_.empty() ? std::nullopt : user_.front()->required_layout();
