@@ -1,5 +1,5 @@
-// Conv2d and pooling: the shared finite-difference checker on many geometries, a forward pass
-// computed by the textbook loops, and a small conv net against independent computations.
+// Conv2d: the shared finite-difference checker on many geometries, forward passes computed by the
+// textbook loops, and small conv nets against independent computations (pooling: test_pool.cpp).
 #include "curvature/curvature.hpp"
 #include "support/layer_check.hpp"
 
@@ -13,21 +13,11 @@ using S = backend::Serial;
 TEST_CASE("Conv2d derivatives match finite differences on many geometries", "[nn][conv]") {
   struct G { Index c, h, w, out, k, s, p, n; };
   for (G g : {G{1, 4, 4, 2, 3, 1, 0, 2}, G{2, 5, 4, 3, 3, 1, 1, 2}, G{3, 6, 6, 2, 2, 2, 0, 3}, G{2, 5, 5, 2, 3, 2, 1, 2},
-              G{2, 3, 3, 4, 1, 1, 0, 2}}) {
+              G{2, 3, 3, 4, 1, 1, 0, 2}, G{1, 5, 7, 2, 2, 1, 1, 2}, G{2, 6, 5, 3, 1, 2, 1, 2}, G{1, 2, 2, 2, 3, 1, 1, 3},
+              G{2, 7, 6, 2, 2, 3, 0, 2}}) {
     nn::Conv2d<D, S> conv(g.out, g.k, g.s, g.p);
     check_layer(conv, nn::TensorSpec{nn::Shape{g.c, g.h, g.w}, nn::Layout::Channels}, g.n, 100 + g.k * 10 + g.s);
   }
-}
-
-TEST_CASE("Pooling derivatives match finite differences", "[nn][pool]") {
-  nn::MaxPool2d<D, S> max2(2);
-  check_layer(max2, nn::TensorSpec{nn::Shape{2, 4, 5}, nn::Layout::Channels}, 3, 7);
-  nn::MaxPool2d<D, S> max3(3, 2);
-  check_layer(max3, nn::TensorSpec{nn::Shape{2, 7, 6}, nn::Layout::Channels}, 2, 8);
-  nn::AvgPool2d<D, S> avg(2);
-  check_layer(avg, nn::TensorSpec{nn::Shape{3, 4, 4}, nn::Layout::Channels}, 2, 9);
-  nn::AvgPool2d<D, S> avg3(3, 1);
-  check_layer(avg3, nn::TensorSpec{nn::Shape{1, 5, 4}, nn::Layout::Channels}, 2, 10);
 }
 
 TEST_CASE("Conv2d and MaxPool2d forward passes equal the textbook loops (NCHW, PyTorch layout)", "[nn][conv]") {
@@ -143,19 +133,211 @@ TEST_CASE("Conv nets give the same results on the serial and OpenMP backends", "
   per_sample_ggn_diagonal(a, ce, x, y, ga);
   per_sample_ggn_diagonal(b, ce, x, y, gb);
   CHECK(rel_err(ga, gb) < 1e-12);
+  per_sample_gradients(a, ce, x, y, ga);
+  per_sample_gradients(b, ce, x, y, gb);
+  CHECK(rel_err(ga, gb) < 1e-12);
+  per_sample_hvp(a, ce, x, y, v, ga);
+  per_sample_hvp(b, ce, x, y, v, gb);
+  CHECK(rel_err(ga, gb) < 1e-12);
+}
+
+TEST_CASE("Conv2d gives the same input gradient whether a batch spans one chunk of samples or several",
+          "[nn][conv]") {
+  // 8 x 16 x 16 with k = 3: dcols of one sample take 147 kB in double, so a batch of 10 is
+  // processed in two chunks; single-sample calls are one chunk each.
+  const Index n = 10, c = 8, h = 16, co = 4, hw = h * h;
+  const nn::TensorSpec in{nn::Shape{c, h, h}, nn::Layout::Channels};
+  nn::Conv2d<D, S> conv(co, 3, 1, 1);
+  conv.bind(in);
+  Rng rng(41);
+  const Matrix<D> x = random_matrix(n * hw, c, rng), dy = random_matrix(n * hw, co, rng);
+  const Vector<D> p = random_matrix(conv.num_params(), 1, rng).col(0);
+  nn::Pass<D> a{};
+  a.p = p.data();
+  a.n = n;
+  Matrix<D> y, dx, y1, dx1;
+  conv.forward(a, x, y);
+  conv.backward(a, x, y, dy, &dx, nullptr);
+  a.n = 1;
+  for (Index i = 0; i < n; ++i) {
+    Matrix<D> xi(hw, c), dyi(hw, co);
+    for (Index k = 0; k < c; ++k) xi.col(k) = x.col(k).segment(i * hw, hw);
+    for (Index k = 0; k < co; ++k) dyi.col(k) = dy.col(k).segment(i * hw, hw);
+    conv.forward(a, xi, y1);
+    conv.backward(a, xi, y1, dyi, &dx1, nullptr);
+    for (Index k = 0; k < c; ++k) CHECK(rel_err(Matrix<D>(dx.col(k).segment(i * hw, hw)), Matrix<D>(dx1.col(k))) < 1e-14);
+  }
+}
+
+namespace {
+// The net of the brief, written out by hand: input 2x6x6, conv(3,k=3,p=1), relu, maxpool(2),
+// flatten, linear(4); d = 3*2*9 + 3 + 4*27 + 4 = 169 parameters, set by a formula.
+constexpr Index kC = 2, kH = 6, kOut = 3, kClasses = 4, kFeat = kOut * 3 * 3;
+
+nn::Sequential<D, S> hand_net() {
+  nn::Sequential<D, S> m(nn::Shape{kC, kH, kH});
+  m.add(nn::Conv2d<D, S>(kOut, 3, 1, 1)).add(nn::ReLU<D, S>()).add(nn::MaxPool2d<D, S>(2));
+  m.add(nn::Flatten<D, S>()).add(nn::Linear<D, S>(kClasses));
+  Vector<D> p(m.num_params());
+  for (Index j = 0; j < p.size(); ++j) p[j] = 0.4 * std::sin(0.37 * static_cast<D>(j) + 0.2) + 0.05;
+  m.set_params(p);
+  return m;
+}
+
+/// Logits of one NCHW sample by the definitions (PyTorch's parameter layout).
+Vector<D> hand_logits(const Vector<D>& p, const D* x) {
+  const D* w1 = p.data();
+  const D* b1 = w1 + kOut * kC * 9;
+  const D* w2 = b1 + kOut;
+  const D* b2 = w2 + kClasses * kFeat;
+  D act[kOut][kH][kH];
+  for (Index o = 0; o < kOut; ++o)
+    for (Index h = 0; h < kH; ++h)
+      for (Index w = 0; w < kH; ++w) {
+        D acc = b1[o];
+        for (Index c = 0; c < kC; ++c)
+          for (Index ki = 0; ki < 3; ++ki)
+            for (Index kj = 0; kj < 3; ++kj) {
+              const Index ih = h - 1 + ki, iw = w - 1 + kj;
+              if (ih >= 0 && ih < kH && iw >= 0 && iw < kH) acc += w1[((o * kC + c) * 3 + ki) * 3 + kj] * x[(c * kH + ih) * kH + iw];
+            }
+        act[o][h][w] = std::max(acc, 0.0);
+      }
+  Vector<D> feat(kFeat);
+  for (Index o = 0; o < kOut; ++o)
+    for (Index h = 0; h < 3; ++h)
+      for (Index w = 0; w < 3; ++w)
+        feat[(o * 3 + h) * 3 + w] = std::max({act[o][2 * h][2 * w], act[o][2 * h][2 * w + 1], act[o][2 * h + 1][2 * w],
+                                              act[o][2 * h + 1][2 * w + 1]});
+  Vector<D> f(kClasses);
+  for (Index k = 0; k < kClasses; ++k) f[k] = b2[k] + ConstRowMatrixMap<D>(w2, kClasses, kFeat).row(k).dot(feat);
+  return f;
+}
+
+/// Mean cross-entropy of the batch by the definitions.
+D hand_loss(const Vector<D>& p, const Matrix<D>& x, const std::vector<std::int64_t>& y) {
+  D total = 0;
+  for (Index i = 0; i < x.cols(); ++i) {
+    const Vector<D> f = hand_logits(p, x.col(i).data());
+    total += std::log(f.array().exp().sum()) - f[y[static_cast<std::size_t>(i)]];
+  }
+  return total / static_cast<D>(x.cols());
+}
+
+struct HandBatch {
+  Matrix<D> x;
+  std::vector<std::int64_t> y;
+};
+HandBatch hand_batch(Index n, std::uint64_t seed) {
+  Rng rng(seed);
+  HandBatch b{random_matrix(kC * kH * kH, n, rng), std::vector<std::int64_t>(static_cast<std::size_t>(n))};
+  for (auto& v : b.y) v = static_cast<std::int64_t>(rng.below(kClasses));
+  return b;
+}
+}  // namespace
+
+TEST_CASE("A hand-written conv net: loss and gradient equal the definitions", "[nn][conv][model]") {
+  auto m = hand_net();
+  const HandBatch b = hand_batch(3, 31);
+  const Vector<D> p = m.params();
+  CHECK(loss_value(m, loss::CrossEntropy<D>{}, b.x, b.y) == Approx(hand_loss(p, b.x, b.y)).epsilon(1e-13));
+  const Vector<D> g = loss_and_gradient(m, loss::CrossEntropy<D>{}, b.x, b.y).gradient;
+  Vector<D> fd(p.size());
+  for (Index j = 0; j < p.size(); ++j) {  // central differences of the hand-written loss
+    Vector<D> pp = p, pm = p;
+    pp[j] += 1e-6;
+    pm[j] -= 1e-6;
+    fd[j] = (hand_loss(pp, b.x, b.y) - hand_loss(pm, b.x, b.y)) / 2e-6;
+  }
+  CHECK(rel_err(g, fd) < 1e-7);
+}
+
+TEST_CASE("A hand-written conv net: HVP, per-sample gradients and GGN diagonal", "[nn][conv][model]") {
+  auto m = hand_net();
+  const HandBatch b = hand_batch(4, 32);
+  loss::CrossEntropy<D> ce;
+  const Vector<D> p0 = m.params();
+  const Index d = m.num_params(), n = b.x.cols();
+  Rng rng(33);
+  const Matrix<D> v = random_matrix(d, 3, rng);
+  Matrix<D> fd(d, v.cols());  // central differences of the gradient along each v_r
+  for (Index r = 0; r < v.cols(); ++r) {
+    m.set_params(p0 + 1e-6 * v.col(r));
+    const Vector<D> gp = loss_and_gradient(m, ce, b.x, b.y).gradient;
+    m.set_params(p0 - 1e-6 * v.col(r));
+    fd.col(r) = (gp - loss_and_gradient(m, ce, b.x, b.y).gradient) / 2e-6;
+  }
+  m.set_params(p0);
+  CHECK(rel_err(hvp(m, ce, b.x, b.y, v), fd) < 1e-6);
+
+  Matrix<D> g;
+  per_sample_gradients(m, ce, b.x, b.y, g);
+  REQUIRE(g.cols() == n);
+  for (Index i = 0; i < n; ++i) {
+    const std::vector<std::int64_t> yi{b.y[static_cast<std::size_t>(i)]};
+    CHECK(rel_err(g.col(i), loss_and_gradient(m, ce, Matrix<D>(b.x.col(i)), yi).gradient) < 1e-12);
+  }
+
+  // G = (1/N) sum_i J_i^T Lambda_i J_i with J_i (K x d) from forward mode on the identity block
+  const Matrix<D> jac = m.jvp(b.x, Matrix<D>::Identity(d, d));  // column j*N + i: J_i e_j
+  const Matrix<D> prob = ce.probabilities(m.forward(b.x));
+  Matrix<D> ggn = Matrix<D>::Zero(d, d);
+  for (Index i = 0; i < n; ++i) {
+    Matrix<D> ji(kClasses, d);
+    for (Index j = 0; j < d; ++j) ji.col(j) = jac.col(j * n + i);
+    const Matrix<D> lam = Matrix<D>(prob.col(i).asDiagonal()) - prob.col(i) * prob.col(i).transpose();
+    ggn += ji.transpose() * lam * ji / static_cast<D>(n);
+  }
+  CHECK(rel_err(ggn_diagonal(m, ce, b.x, b.y), ggn.diagonal()) < 1e-10);
+}
+
+TEST_CASE("Conv2d forward equals the textbook loops for kernels 1-3, strides 1-2, padding 0-1", "[nn][conv]") {
+  for (Index k : {1, 2, 3})
+    for (Index st : {1, 2})
+      for (Index pad : {0, 1}) {
+        const Index n = 2, c = 2, h = 5, w = 6, co = 2, ho = (h + 2 * pad - k) / st + 1, wo = (w + 2 * pad - k) / st + 1;
+        INFO("k = " << k << ", s = " << st << ", p = " << pad);
+        nn::Conv2d<D, S> conv(co, k, st, pad);
+        conv.bind(nn::TensorSpec{nn::Shape{c, h, w}, nn::Layout::Channels});
+        Rng rng(static_cast<std::uint64_t>(k * 100 + st * 10 + pad));
+        const Matrix<D> x = random_matrix(n * h * w, c, rng);  // Channels layout
+        const Vector<D> p = random_matrix(conv.num_params(), 1, rng).col(0);
+        nn::Pass<D> a{};
+        a.p = p.data();
+        a.n = n;
+        Matrix<D> y;
+        conv.forward(a, x, y);
+        Matrix<D> ref(n * ho * wo, co);
+        for (Index i = 0; i < n; ++i)
+          for (Index o = 0; o < co; ++o)
+            for (Index oh = 0; oh < ho; ++oh)
+              for (Index ow = 0; ow < wo; ++ow) {
+                D acc = p[co * c * k * k + o];
+                for (Index ci = 0; ci < c; ++ci)
+                  for (Index ki = 0; ki < k; ++ki)
+                    for (Index kj = 0; kj < k; ++kj) {
+                      const Index ih = oh * st - pad + ki, iw = ow * st - pad + kj;
+                      if (ih >= 0 && ih < h && iw >= 0 && iw < w)
+                        acc += p[((o * c + ci) * k + ki) * k + kj] * x(i * h * w + ih * w + iw, ci);
+                    }
+                ref(i * ho * wo + oh * wo + ow, o) = acc;
+              }
+        CHECK(rel_err(y, ref) < 1e-14);
+      }
 }
 
 TEST_CASE("Conv and pooling layers reject impossible geometries", "[nn][conv][errors]") {
   nn::Conv2d<D, S> big(2, 5);
   REQUIRE_THROWS_AS(big.bind(nn::TensorSpec{nn::Shape{1, 3, 3}, nn::Layout::Channels}), ShapeError);
+  REQUIRE_THROWS_WITH(big.bind(nn::TensorSpec{nn::Shape{1, 3, 3}, nn::Layout::Channels}),
+                      Catch::Contains("conv(2,k=5,s=1,p=0)") && Catch::Contains("1x3x3"));
+  nn::Conv2d<D, S> padded(2, 5, 1, 1);  // 3 + 2 * 1 = 5 fits exactly: a 1x1 output
+  CHECK(padded.bind(nn::TensorSpec{nn::Shape{1, 3, 3}, nn::Layout::Channels}).shape == nn::Shape{2, 1, 1});
+  REQUIRE_THROWS_AS(big.bind(nn::TensorSpec{nn::Shape{1, 0, 6}, nn::Layout::Channels}), ShapeError);
   REQUIRE_THROWS_AS((nn::Conv2d<D, S>(0, 3)), ValueError);
+  REQUIRE_THROWS_AS((nn::Conv2d<D, S>(2, 3, 0)), ValueError);
+  REQUIRE_THROWS_AS((nn::Conv2d<D, S>(2, 3, 1, -1)), ValueError);
+  CHECK(nn::Conv2d<D, S>(16, 3, 1, 1).name() == "conv(16,k=3,s=1,p=1)");
   nn::MaxPool2d<D, S> pool(4);
   REQUIRE_THROWS_WITH(pool.bind(nn::TensorSpec{nn::Shape{1, 3, 3}, nn::Layout::Channels}), Catch::Contains("smaller"));
-}
-
-TEST_CASE("TinyCNN and the MNIST MLP have PyTorch's parameter counts", "[nn][builders]") {
-  // 3*16*9+16 + 16*32*9+32 + 2048*128+128 + 128*10+10
-  CHECK(nn::tiny_cnn<float, S>(nn::Shape{3, 32, 32}).num_params() == 448 + 4640 + 262272 + 1290);
-  CHECK(nn::tiny_cnn<float, S>(nn::Shape{1, 28, 28}).num_params() == 160 + 4640 + (32 * 7 * 7) * 128 + 128 + 1290);
-  CHECK(nn::mnist_mlp<float, S>().num_params() == 784 * 256 + 256 + 256 * 256 + 256 + 2570);
 }

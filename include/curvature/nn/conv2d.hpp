@@ -3,7 +3,10 @@
 // Channels layout [N*H*W, C]: with the im2col matrix cols [N*Ho*Wo, C*k*k] of the whole batch,
 // the forward pass is one product y = cols W^T, and theta holds W [Cout, C, k, k] row-major,
 // i.e. the column-major W^T [C*k*k, Cout], then b [Cout].
+#include <algorithm>
 #include <cmath>
+#include <initializer_list>
+#include <utility>
 
 #include "curvature/nn/detail/conv_grad.hpp"
 #include "curvature/nn/layer.hpp"
@@ -26,11 +29,12 @@ class Conv2d final : public Layer<T, B> {
 
   TensorSpec bind(const TensorSpec& in) override {
     const Shape s = in.shape;
+    CURVATURE_CHECK_SHAPE(s.c >= 1 && s.h >= 1 && s.w >= 1, name(), ": input ", s.str(), " is not an image");
+    CURVATURE_CHECK_SHAPE(s.h + 2 * pad_ >= k_ && s.w + 2 * pad_ >= k_, name(), ": input ", s.str(),
+                          " (padded by ", pad_, ") is smaller than the kernel ", k_, "x", k_);
+    this->in_ = in;
     ho_ = (s.h + 2 * pad_ - k_) / s_ + 1;
     wo_ = (s.w + 2 * pad_ - k_) / s_ + 1;
-    CURVATURE_CHECK_SHAPE(s.h + 2 * pad_ >= k_ && s.w + 2 * pad_ >= k_, name(), ": input ", s.str(),
-                          " is smaller than the kernel");
-    this->in_ = in;
     ckk_ = s.c * k_ * k_;
     this->out_ = TensorSpec{Shape{cout_, ho_, wo_}, Layout::Channels};
     return this->out_;
@@ -48,59 +52,75 @@ class Conv2d final : public Layer<T, B> {
     im2col(x, a.n, cols_);
     cols_of_ = x.data();
     y.resize(a.n * ho_ * wo_, cout_);
-    this->bk_.gemm(y, cols_, weight_t(a.p), T(1), false);
-    y.rowwise() += bias(a.p).transpose();
+    fill_bias(y, a.p);  // y = 1 b^T + cols W^T: the product accumulates, saving a zeroing pass
+    this->bk_.gemm(y, cols_, weight_t(a.p), T(1), true);
   }
 
+  /// ry_r = conv(rx_r; W) + conv(x; V_r) + vb_r.
   void jvp(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>&, const Matrix<T>* rx, Matrix<T>& ry) override {
-    const Index rows = a.n * ho_ * wo_;
-    ry.resize(rows, a.reps * cout_);
-    if (rx) {
-      rcols_.resize(rows, a.reps * ckk_);
-      for (Index r = 0; r < a.reps; ++r) im2col_block(*rx, r, a.n, rcols_.data() + r * rows * ckk_);
-    }
+    ry.resize(a.n * ho_ * wo_, a.reps * cout_);
+    if (rx) tangent_cols(*rx, a.reps, a.n, true);
     const Matrix<T>& cols = cached_cols(x, a.n);
     for (Index r = 0; r < a.reps; ++r) {
       auto blk = ry.middleCols(r * cout_, cout_);
-      if (rx) this->bk_.gemm(blk, rcols_.middleCols(r * ckk_, ckk_), weight_t(a.p), T(1), false);
-      else blk.setZero();
-      if (a.v) {
-        this->bk_.gemm(blk, cols, weight_t(a.vr(r)), T(1), true);
-        blk.rowwise() += bias(a.vr(r)).transpose();
-      }
+      if (a.v) fill_bias(blk, a.vr(r));
+      else if (!rx) blk.setZero();
+      if (rx) this->bk_.gemm(blk, rcols_.middleCols(r * ckk_, ckk_), weight_t(a.p), T(1), a.v != nullptr);
+      if (a.v) this->bk_.gemm(blk, cols, weight_t(a.vr(r)), T(1), true);
     }
   }
 
   void backward(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>&, const Matrix<T>& dy, Matrix<T>* dx,
                 const Sink<T>* sink) override {
     const Index reps = dy.cols() / cout_;
-    if (dx) {
+    if (dx) {  // dx_r = convT(dy_r; W)
       dx->resize(x.rows(), reps * this->in_.shape.c);
-      for (Index r = 0; r < reps; ++r) input_grad(a.p, dy.middleCols(r * cout_, cout_), *dx, r, a.n, false);
+      for (Index r = 0; r < reps; ++r) input_grad(*dx, r, a.n, {{&dy, a.p}});
     }
     if (sink) detail::conv_param_grad<T>(this->bk_, *sink, dims(a.n, reps), {{&dy, &cached_cols(x, a.n)}});
   }
 
   void backward_r(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>&, const Matrix<T>* rx, const Matrix<T>*,
                   const Matrix<T>& dy, const Matrix<T>& rdy, Matrix<T>* rdx, const Sink<T>* sink) override {
-    if (rdx) {  // R(dx) = convT(R dy; W) + convT(dy; V)
+    if (rdx) {  // R(dx)_r = convT(R(dy)_r; W) + convT(dy; V_r), one col2im for both
       rdx->resize(x.rows(), a.reps * this->in_.shape.c);
       for (Index r = 0; r < a.reps; ++r) {
-        input_grad(a.p, rdy.middleCols(r * cout_, cout_), *rdx, r, a.n, false);
-        if (a.v) input_grad(a.vr(r), dy, *rdx, r, a.n, true);
+        if (a.v) input_grad(*rdx, r, a.n, {{&rdy, a.p}, {&dy, a.vr(r)}});
+        else input_grad(*rdx, r, a.n, {{&rdy, a.p}});
       }
     }
-    if (!sink) return;  // R(dW) terms: (R dy, cols x) and (dy, cols R x)
+    if (!sink) return;  // R(dW) terms: (R(dy), cols x) and (dy, cols R(x)), the latter without bias
     const Matrix<T>& cols = cached_cols(x, a.n);
-    if (rx) detail::conv_param_grad<T>(this->bk_, *sink, dims(a.n, a.reps), {{&rdy, &cols}, {&dy, &rcols_, false}});
-    else detail::conv_param_grad<T>(this->bk_, *sink, dims(a.n, a.reps), {{&rdy, &cols}});
+    const detail::ConvDims d = dims(a.n, a.reps);
+    if (rx) detail::conv_param_grad<T>(this->bk_, *sink, d, {{&rdy, &cols}, {&dy, &tangent_cols(*rx, a.reps, a.n), false}});
+    else detail::conv_param_grad<T>(this->bk_, *sink, d, {{&rdy, &cols}});
   }
 
+  Index out_channels() const { return cout_; }
+  Index kernel() const { return k_; }
+  Index stride() const { return s_; }
+  Index padding() const { return pad_; }
+
  private:
+  /// One cotangent of an input gradient: replica r of dy, convolved transposed with weights w.
+  struct InputTerm {
+    const Matrix<T>* dy;
+    const T* w;
+  };
+
   ConstMatrixMap<T> weight_t(const T* p) const { return ConstMatrixMap<T>(p, ckk_, cout_); }
   ConstVectorMap<T> bias(const T* p) const { return ConstVectorMap<T>(p + ckk_ * cout_, cout_); }
   detail::ConvDims dims(Index n, Index reps) const { return {n, ho_ * wo_, ckk_, cout_, reps}; }
 
+  template <class M>
+  void fill_bias(M&& y, const T* p) const {
+    const T* b = p + ckk_ * cout_;
+    this->bk_.parallel_for(cout_, [&](Index c0, Index c1) {
+      for (Index c = c0; c < c1; ++c) y.col(c).setConstant(b[c]);
+    });
+  }
+
+  /// im2col of x, reused while x is the input of the last forward pass.
   const Matrix<T>& cached_cols(const Matrix<T>& x, Index n) {
     if (cols_of_ != x.data() || cols_.rows() != n * ho_ * wo_) {
       im2col(x, n, cols_);
@@ -109,64 +129,103 @@ class Conv2d final : public Layer<T, B> {
     return cols_;
   }
 
+  /// im2col of every replica of the tangent rx; jvp computes it afresh (like forward for cols_) and
+  /// backward_r reuses it for the same rx.
+  const Matrix<T>& tangent_cols(const Matrix<T>& rx, Index reps, Index n, bool fresh = false) {
+    const Index rows = n * ho_ * wo_;
+    if (!fresh && rcols_of_ == rx.data() && rcols_.rows() == rows && rcols_.cols() == reps * ckk_) return rcols_;
+    rcols_.resize(rows, reps * ckk_);
+    const Index rx_reps = rx.cols() / this->in_.shape.c;
+    for (Index r = 0; r < reps; ++r) im2col_block(rx, rx_reps == 1 ? 0 : r, n, rcols_.data() + r * rows * ckk_);
+    rcols_of_ = rx.data();
+    return rcols_;
+  }
+
   void im2col(const Matrix<T>& x, Index n, Matrix<T>& cols) const {
     cols.resize(n * ho_ * wo_, ckk_);
     im2col_block(x, 0, n, cols.data());
   }
 
-  /// cols(i*P + o, (c*k + ki)*k + kj) = x_r(i*H*W + (ho*s - pad + ki)*W + wo*s - pad + kj, c), 0 outside.
+  /// Output positions o in [lo, hi) whose input o*s - pad + kk lies inside [0, len).
+  std::pair<Index, Index> valid(Index kk, Index len, Index out) const {
+    const Index lo = kk >= pad_ ? 0 : (pad_ - kk + s_ - 1) / s_;
+    const Index last = len - 1 + pad_ - kk;
+    const Index hi = last < 0 ? 0 : std::min(out, last / s_ + 1);
+    return {std::min(lo, hi), hi};
+  }
+
+  /// cols(i*P + oh*Wo + ow, (c*k + ki)*k + kj) = x_r(i*H*W + (oh*s - pad + ki)*W + ow*s - pad + kj, c), 0 in
+  /// the padding; one column (c, ki, kj) per task, written contiguously.
   void im2col_block(const Matrix<T>& x, Index r, Index n, T* cols) const {
     const Shape s = this->in_.shape;
-    const Index p = ho_ * wo_, c_in = s.c;
-    const T* src = x.data() + r * x.rows() * c_in;
+    const Index p = ho_ * wo_, hw = s.h * s.w;
+    const T* src = x.data() + r * x.rows() * s.c;
     this->bk_.parallel_for(ckk_, [&](Index q0, Index q1) {
       for (Index q = q0; q < q1; ++q) {
         const Index c = q / (k_ * k_), ki = (q / k_) % k_, kj = q % k_;
-        T* dst = cols + q * n * p;
+        const auto [h0, h1] = valid(ki, s.h, ho_);
+        const auto [w0, w1] = valid(kj, s.w, wo_);
         for (Index i = 0; i < n; ++i) {
-          const T* plane = src + c * x.rows() + i * s.h * s.w;
-          for (Index oh = 0; oh < ho_; ++oh) {
-            const Index ih = oh * s_ - pad_ + ki;
-            T* out = dst + i * p + oh * wo_;
-            if (ih < 0 || ih >= s.h) {
-              std::fill(out, out + wo_, T(0));
-              continue;
-            }
-            for (Index ow = 0; ow < wo_; ++ow) {
-              const Index iw = ow * s_ - pad_ + kj;
-              out[ow] = (iw >= 0 && iw < s.w) ? plane[ih * s.w + iw] : T(0);
-            }
+          T* out = cols + q * n * p + i * p;
+          const T* plane = src + c * x.rows() + i * hw;
+          std::fill(out, out + h0 * wo_, T(0));
+          std::fill(out + h1 * wo_, out + p, T(0));
+          for (Index oh = h0; oh < h1; ++oh) {
+            T* row = out + oh * wo_;
+            std::fill(row, row + w0, T(0));
+            std::fill(row + w1, row + wo_, T(0));
+            if (w1 == w0) continue;
+            const T* in = plane + (oh * s_ - pad_ + ki) * s.w + w0 * s_ - pad_ + kj;
+            if (s_ == 1) std::copy(in, in + (w1 - w0), row + w0);
+            else
+              for (Index j = 0; j < w1 - w0; ++j) row[w0 + j] = in[j * s_];
           }
         }
       }
     });
   }
 
-  /// Replica r of dx (+)= col2im(dy W): the input cotangent of the convolution with weights p.
-  template <class Dy>
-  void input_grad(const T* p, const Dy& dy, Matrix<T>& dx, Index r, Index n, bool accumulate) const {
+  /// Replica r of dx = col2im(sum_t dy_t W_t), the transposed convolution. The batch is processed
+  /// in chunks of samples whose dcols (~1 MB) stay in cache between the product and the scatter.
+  void input_grad(Matrix<T>& dx, Index r, Index n, std::initializer_list<InputTerm> terms) {
+    const Index p = ho_ * wo_;
+    const Index nb = std::clamp<Index>((Index{1} << 20) / static_cast<Index>(sizeof(T) * p * ckk_), 1, n);
+    if (dcols_.size() < nb * p * ckk_) dcols_.resize(nb * p * ckk_);
+    auto out = dx.middleCols(r * this->in_.shape.c, this->in_.shape.c);
+    for (Index i0 = 0; i0 < n; i0 += nb) {
+      const Index m = std::min(nb, n - i0);
+      MatrixMap<T> dc(dcols_.data(), m * p, ckk_);
+      bool first = true;
+      for (const InputTerm& t : terms) {
+        this->bk_.gemm(dc, replica(*t.dy, r, cout_).middleRows(i0 * p, m * p), weight_t(t.w).transpose(), T(1), !first);
+        first = false;
+      }
+      col2im(dc.data(), m, i0, out);
+    }
+  }
+
+  /// Samples [i0, i0 + m) of dx = the scatter-add of dcols; one input channel per task (no races).
+  template <class Out>
+  void col2im(const T* dc, Index m, Index i0, Out& out) const {
     const Shape s = this->in_.shape;
-    const Index pp = ho_ * wo_;
-    Matrix<T> dcols(n * pp, ckk_);
-    this->bk_.gemm(dcols, dy, weight_t(p).transpose(), T(1), false);
-    auto out = dx.middleCols(r * s.c, s.c);
+    const Index p = ho_ * wo_, hw = s.h * s.w;
     this->bk_.parallel_for(s.c, [&](Index c0, Index c1) {
       for (Index c = c0; c < c1; ++c) {
-        T* plane0 = out.col(c).data();
-        if (!accumulate) std::fill(plane0, plane0 + out.rows(), T(0));
+        T* plane0 = out.col(c).data() + i0 * hw;
+        std::fill(plane0, plane0 + m * hw, T(0));
         for (Index q = c * k_ * k_; q < (c + 1) * k_ * k_; ++q) {
           const Index ki = (q / k_) % k_, kj = q % k_;
-          const T* src = dcols.data() + q * n * pp;
-          for (Index i = 0; i < n; ++i)
-            for (Index oh = 0; oh < ho_; ++oh) {
-              const Index ih = oh * s_ - pad_ + ki;
-              if (ih < 0 || ih >= s.h) continue;
-              T* row = plane0 + i * s.h * s.w + ih * s.w;
-              const T* in = src + i * pp + oh * wo_;
-              for (Index ow = 0; ow < wo_; ++ow) {
-                const Index iw = ow * s_ - pad_ + kj;
-                if (iw >= 0 && iw < s.w) row[iw] += in[ow];
-              }
+          const auto [h0, h1] = valid(ki, s.h, ho_);
+          const auto [w0, w1] = valid(kj, s.w, wo_);
+          if (w1 == w0) continue;
+          for (Index i = 0; i < m; ++i)
+            for (Index oh = h0; oh < h1; ++oh) {
+              T* row = plane0 + i * hw + (oh * s_ - pad_ + ki) * s.w + w0 * s_ - pad_ + kj;
+              const T* in = dc + q * m * p + i * p + oh * wo_ + w0;
+              if (s_ == 1)
+                for (Index j = 0; j < w1 - w0; ++j) row[j] += in[j];
+              else
+                for (Index j = 0; j < w1 - w0; ++j) row[j * s_] += in[j];
             }
         }
       }
@@ -175,8 +234,10 @@ class Conv2d final : public Layer<T, B> {
 
   Index cout_, k_, s_, pad_;
   Index ho_ = 0, wo_ = 0, ckk_ = 0;
-  Matrix<T> cols_, rcols_;       // im2col of the last input and of its tangents
-  const T* cols_of_ = nullptr;   // which input cols_ belongs to
+  Matrix<T> cols_, rcols_;        // im2col of the last input and of its tangents
+  Vector<T> dcols_;               // one chunk of dy W for the input gradient
+  const T* cols_of_ = nullptr;    // which input cols_ belongs to
+  const T* rcols_of_ = nullptr;   // which tangent rcols_ belongs to
 };
 
 }  // namespace curvature::nn

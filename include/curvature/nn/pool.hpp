@@ -1,9 +1,8 @@
 #pragma once
 // Max and average pooling (PyTorch MaxPool2d / AvgPool2d, no padding, floor mode) in the Channels
 // layout. Both are piecewise linear: the JVP and the backward R-op reuse the first-order rules.
-#include <cmath>
+#include <algorithm>
 #include <cstdint>
-#include <cmath>
 #include <limits>
 #include <vector>
 
@@ -23,7 +22,9 @@ class PoolBase : public Layer<T, B> {
   std::optional<Layout> required_layout() const override { return Layout::Channels; }
   TensorSpec bind(const TensorSpec& in) override {
     const Shape s = in.shape;
-    CURVATURE_CHECK_SHAPE(s.h >= k_ && s.w >= k_, name(), ": input ", s.str(), " is smaller than the window");
+    CURVATURE_CHECK_SHAPE(s.c >= 1 && s.h >= 1 && s.w >= 1, name(), ": input ", s.str(), " is not an image");
+    CURVATURE_CHECK_SHAPE(s.h >= k_ && s.w >= k_, name(), ": input ", s.str(), " is smaller than the window ", k_,
+                          "x", k_);
     this->in_ = in;
     ho_ = (s.h - k_) / s_ + 1;
     wo_ = (s.w - k_) / s_ + 1;
@@ -48,22 +49,26 @@ class PoolBase : public Layer<T, B> {
   virtual void apply_plane(Index c, const T* in, T* out) const = 0;
   virtual void apply_plane_transpose(Index c, const T* in, T* out) const = 0;
 
+  /// y = pool(x) for every replica; one (replica, channel) column per task.
   void apply(Index n, const Matrix<T>& x, Matrix<T>& y) const {
-    const Index c = this->in_.shape.c, reps = x.cols() / c, hw = this->in_.shape.h * this->in_.shape.w;
-    y.resize(n * ho_ * wo_, x.cols());
+    const Index c = this->in_.shape.c, hw = this->in_.shape.h * this->in_.shape.w, p = ho_ * wo_;
+    y.resize(n * p, x.cols());
     this->bk_.parallel_for(x.cols(), [&](Index j0, Index j1) {
       for (Index j = j0; j < j1; ++j)
-        for (Index i = 0; i < n; ++i) apply_plane(i * c + j % c, x.col(j).data() + i * hw, y.col(j).data() + i * ho_ * wo_);
+        for (Index i = 0; i < n; ++i) apply_plane(i * c + j % c, x.col(j).data() + i * hw, y.col(j).data() + i * p);
     });
-    (void)reps;
   }
+  /// dx = pool^T(dy); each plane is zeroed just before its scatter, while it is in cache.
   void apply_transpose(Index n, const Matrix<T>& dy, Matrix<T>& dx) const {
-    const Index c = this->in_.shape.c, hw = this->in_.shape.h * this->in_.shape.w;
-    dx.setZero(n * hw, dy.cols());
+    const Index c = this->in_.shape.c, hw = this->in_.shape.h * this->in_.shape.w, p = ho_ * wo_;
+    dx.resize(n * hw, dy.cols());
     this->bk_.parallel_for(dy.cols(), [&](Index j0, Index j1) {
       for (Index j = j0; j < j1; ++j)
-        for (Index i = 0; i < n; ++i)
-          apply_plane_transpose(i * c + j % c, dy.col(j).data() + i * ho_ * wo_, dx.col(j).data() + i * hw);
+        for (Index i = 0; i < n; ++i) {
+          T* plane = dx.col(j).data() + i * hw;
+          std::fill(plane, plane + hw, T(0));
+          apply_plane_transpose(i * c + j % c, dy.col(j).data() + i * p, plane);
+        }
     });
   }
 
@@ -81,6 +86,7 @@ class MaxPool2d final : public detail::PoolBase<T, B> {
   void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override {
     const Shape s = this->in_.shape;
     const Index p = this->ho_ * this->wo_, hw = s.h * s.w;
+    CURVATURE_CHECK_SHAPE(hw <= std::numeric_limits<std::int32_t>::max(), this->name(), ": plane too large");
     arg_.resize(static_cast<std::size_t>(a.n * s.c * p));
     y.resize(a.n * p, s.c);
     this->bk_.parallel_for(s.c, [&](Index c0, Index c1) {
@@ -90,24 +96,31 @@ class MaxPool2d final : public detail::PoolBase<T, B> {
   }
 
  private:
+  /// Window maxima of one plane. The window offsets (ki, kj) are visited in row-major order with
+  /// a strict comparison, so the first maximum wins as in PyTorch; the inner loop runs over a row
+  /// of windows so that it vectorises.
   void argmax_plane(const T* in, T* out, std::int32_t* arg) const {
-    const Index w = this->in_.shape.w, k = this->k_, st = this->s_;
-    for (Index oh = 0; oh < this->ho_; ++oh)
-      for (Index ow = 0; ow < this->wo_; ++ow) {
-        const Index base = oh * st * w + ow * st;
-        Index best = base;
-        T best_v = in[base];
-        for (Index ki = 0; ki < k; ++ki) {
-          const T* row = in + base + ki * w;
-          for (Index kj = 0; kj < k; ++kj)
-            if (row[kj] > best_v) {  // strict: the first maximum wins, as in PyTorch
-              best_v = row[kj];
-              best = base + ki * w + kj;
-            }
-        }
-        out[oh * this->wo_ + ow] = best_v;
-        arg[oh * this->wo_ + ow] = static_cast<std::int32_t>(best);
+    const Index w = this->in_.shape.w, k = this->k_, st = this->s_, wo = this->wo_;
+    for (Index oh = 0; oh < this->ho_; ++oh) {
+      T* o = out + oh * wo;
+      std::int32_t* ar = arg + oh * wo;
+      const Index base = oh * st * w;
+      for (Index ow = 0; ow < wo; ++ow) {
+        o[ow] = in[base + ow * st];
+        ar[ow] = static_cast<std::int32_t>(base + ow * st);
       }
+      for (Index ki = 0; ki < k; ++ki)
+        for (Index kj = ki == 0 ? 1 : 0; kj < k; ++kj) {
+          const Index off = base + ki * w + kj;
+          for (Index ow = 0; ow < wo; ++ow) {
+            const T v = in[off + ow * st];
+            if (v > o[ow]) {
+              o[ow] = v;
+              ar[ow] = static_cast<std::int32_t>(off + ow * st);
+            }
+          }
+        }
+    }
   }
   void apply_plane(Index plane, const T* in, T* out) const override {
     const std::int32_t* arg = &arg_[plane * this->ho_ * this->wo_];

@@ -3,6 +3,7 @@
 // sum_t B_t(r)_i^T A_t(r)_i: A = output cotangent rows of sample i [P, Cout], B = im2col rows of
 // sample i [P, C*k*k]. The weight block is W^T [CKK, Cout] (W row-major [Cout, CKK] in theta),
 // followed by the bias [Cout].
+#include <algorithm>
 #include <initializer_list>
 #include <vector>
 
@@ -39,48 +40,82 @@ void conv_sum(const B& bk, const Sink<T>& s, const ConvDims& d, const ConvTerm<T
   }
 }
 
-/// The gradient of column (r, i) into g (CKK*Cout + Cout values); first term assigns.
+/// The gradients of sample i for every replica r of term t: g [CKK, R*Cout] (block r is
+/// B(r)_i^T A(r)_i) and the bias parts gb [R*Cout]. When the im2col factor is shared by the
+/// replicas, all R blocks are one product B_i^T [A(0)_i ... A(R-1)_i].
 template <class T>
-void conv_column(const ConvDims& d, std::initializer_list<ConvTerm<T>> terms, Index r, Index i, T scale, T* g) {
-  MatrixMap<T> wt(g, d.ckk, d.cout);
-  VectorMap<T> bias(g + d.ckk * d.cout, d.cout);
-  bool first = true;
-  for (const ConvTerm<T>& t : terms) {
-    auto a = conv_a(t, d, r).middleRows(i * d.p, d.p);
-    auto b = conv_b(t, d, r).middleRows(i * d.p, d.p);
-    if (first) {
-      wt.noalias() = scale * b.transpose() * a;
-      bias = scale * a.colwise().sum().transpose();
-    } else {
-      wt.noalias() += scale * b.transpose() * a;
-      if (t.bias) bias += scale * a.colwise().sum().transpose();
+void conv_sample(const ConvTerm<T>& t, const ConvDims& d, Index i, Matrix<T>& g, Vector<T>& gb) {
+  g.resize(d.ckk, d.reps * d.cout);
+  gb.resize(d.reps * d.cout);
+  if (t.b->cols() == d.ckk && t.a->cols() == d.reps * d.cout) {
+    auto a = t.a->middleRows(i * d.p, d.p);
+    g.noalias() = t.b->middleRows(i * d.p, d.p).transpose() * a;
+    gb.noalias() = a.colwise().sum().transpose();
+  } else {
+    for (Index r = 0; r < d.reps; ++r) {
+      auto a = conv_a(t, d, r).middleRows(i * d.p, d.p);
+      g.middleCols(r * d.cout, d.cout).noalias() = conv_b(t, d, r).middleRows(i * d.p, d.p).transpose() * a;
+      gb.segment(r * d.cout, d.cout) = a.colwise().sum().transpose();
     }
-    first = false;
   }
+  if (!t.bias) gb.setZero();
 }
 
+/// Per-column gradients into column r*N + i; the first term assigns, later terms add (each
+/// parameter row of a column is owned by one layer, so the output needs no zeroing pass).
 template <class T, class B>
 void conv_per_column(const B& bk, const Sink<T>& s, const ConvDims& d, std::initializer_list<ConvTerm<T>> terms) {
-  bk.parallel_for(d.reps * d.n, [&](Index c0, Index c1) {
-    for (Index c = c0; c < c1; ++c) conv_column(d, terms, c / d.n, c % d.n, s.scale, s.col(c));
+  bk.parallel_for(d.n, [&](Index i0, Index i1) {
+    Matrix<T> g;
+    Vector<T> gb;
+    for (Index i = i0; i < i1; ++i) {
+      bool first = true;
+      for (const ConvTerm<T>& t : terms) {
+        conv_sample(t, d, i, g, gb);
+        for (Index r = 0; r < d.reps; ++r) {
+          MatrixMap<T> wt(s.col(r * d.n + i), d.ckk, d.cout);
+          VectorMap<T> bias(s.col(r * d.n + i) + d.ckk * d.cout, d.cout);
+          if (first) {
+            wt = s.scale * g.middleCols(r * d.cout, d.cout);
+            bias = s.scale * gb.segment(r * d.cout, d.cout);
+          } else {
+            wt += s.scale * g.middleCols(r * d.cout, d.cout);
+            bias += s.scale * gb.segment(r * d.cout, d.cout);
+          }
+        }
+        first = false;
+      }
+    }
   });
 }
 
-/// Squares of per-column gradients, summed per sample (per_sample) or over everything.
+/// dst += scale * sum_r (gradient of column (r, i))^2 for one sample i.
+template <class T>
+void conv_add_squares(const ConvTerm<T>& t, const ConvDims& d, Index i, T scale, T* dst, Matrix<T>& g,
+                      Vector<T>& gb) {
+  conv_sample(t, d, i, g, gb);
+  MatrixMap<T> wt(dst, d.ckk, d.cout);
+  VectorMap<T> bias(dst + d.ckk * d.cout, d.cout);
+  for (Index r = 0; r < d.reps; ++r) {
+    wt += scale * g.middleCols(r * d.cout, d.cout).array().square().matrix();
+    bias += scale * gb.segment(r * d.cout, d.cout).array().square().matrix();
+  }
+}
+
+/// Squares of per-column gradients, summed per sample (per_sample) or over everything. The total
+/// is summed in one accumulator per chunk of samples (fixed chunks, so no thread bookkeeping).
 template <class T, class B>
 void conv_squares(const B& bk, const Sink<T>& s, const ConvDims& d, const ConvTerm<T>& t, bool per_sample) {
   const Index size = d.ckk * d.cout + d.cout;
-  const int nt = bk.threads();
-  std::vector<Vector<T>> acc(per_sample ? 0 : nt, Vector<T>::Zero(size));
-  bk.parallel_for(d.n, [&](Index i0, Index i1) {
-    Vector<T> g(size);
-    int tid = 0;  // parallel_for's chunk t starts at n * t / nt
-    while (tid + 1 < nt && d.n * (tid + 1) / nt <= i0) ++tid;
-    for (Index i = i0; i < i1; ++i)
-      for (Index r = 0; r < d.reps; ++r) {
-        conv_column<T>(d, {t}, r, i, T(1), g.data());
-        if (per_sample) VectorMap<T>(s.col(i), size) += s.scale * g.array().square().matrix();
-        else acc[tid] += g.array().square().matrix();
+  const Index chunks = std::min<Index>(bk.threads(), d.n);
+  std::vector<Vector<T>> acc(per_sample ? 0 : chunks, Vector<T>::Zero(size));
+  bk.parallel_for(chunks, [&](Index k0, Index k1) {
+    Matrix<T> g;
+    Vector<T> gb;
+    for (Index k = k0; k < k1; ++k)
+      for (Index i = d.n * k / chunks; i < d.n * (k + 1) / chunks; ++i) {
+        if (per_sample) conv_add_squares(t, d, i, s.scale, s.col(i), g, gb);
+        else conv_add_squares(t, d, i, T(1), acc[k].data(), g, gb);
       }
   });
   if (!per_sample)
