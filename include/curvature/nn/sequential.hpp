@@ -107,19 +107,23 @@ class Sequential {
   void backward(const Matrix<T>& x, OutFn&& out_fn, Reduction mode, Out& out, T scale) {
     run_forward(x);
     const Index n = x.cols();
-    const Matrix<T> df = out_fn(acts_.back());
+    const Index last = num_layers() - 1, first = first_param_layer();
+    dys_.resize(layers_.size());
+    dys_[last] = out_fn(acts_.back());
+    const Matrix<T>& df = dys_[last];
     CURVATURE_CHECK_SHAPE(df.rows() == output_size() && df.cols() % n == 0 && df.cols() > 0,
                           "Sequential::backward: cotangent is ", df.rows(), "x", df.cols(), ", expected ",
                           output_size(), "x(R*", n, ")");
     const Index reps = df.cols() / n;
     prepare_out(mode, n, reps, out);
-    Matrix<T> dy = df, dx;
-    for (Index l = num_layers() - 1; l >= first_param_layer(); --l) {
+    // The cotangent of each layer's output lives in its own buffer, kept between calls: the sizes
+    // repeat from call to call, so the large ones (conv activations times replicas) are allocated
+    // and page-faulted once, not on every pass.
+    for (Index l = last; l >= first; --l) {
       const Pass<T> a = pass(l, n, reps, nullptr, 0);
       const Sink<T> s{mode, out.data() + offsets_[l], num_params(), scale};
-      layers_[l]->backward(a, input(l, x), acts_[l], dy, l > first_param_layer() ? &dx : nullptr,
+      layers_[l]->backward(a, input(l, x), acts_[l], dys_[l], l > first ? &dys_[l - 1] : nullptr,
                            layers_[l]->num_params() ? &s : nullptr);
-      std::swap(dy, dx);
     }
   }
 
@@ -140,21 +144,22 @@ class Sequential {
     run_forward(x);
     run_jvp(x, v);
     const Index n = x.cols(), m = v.cols();
-    Matrix<T> rf = active_.back() ? racts_.back() : Matrix<T>::Zero(output_size(), m * n);
-    Matrix<T> dy, rdy, dx, rdx;
-    rop(acts_.back(), rf, dy, rdy);
+    const Index last = num_layers() - 1, first = first_param_layer();
     prepare_out(mode, n, m, out);
-    for (Index l = num_layers() - 1; l >= first_param_layer(); --l) {
-      const bool need_dx = l > first_param_layer();
+    if (first > last) return;
+    if (!active_.back()) rf_.setZero(output_size(), m * n);
+    dys_.resize(layers_.size());
+    rdys_.resize(layers_.size());
+    rop(acts_.back(), active_.back() ? racts_.back() : rf_, dys_[last], rdys_[last]);
+    for (Index l = last; l >= first; --l) {
+      const bool need_dx = l > first;
       const Matrix<T>* rx = (l > 0 && active_[l - 1]) ? &racts_[l - 1] : nullptr;
       const Sink<T> s{mode, out.data() + offsets_[l], num_params(), scale};
       layers_[l]->backward_r(pass(l, n, m, v.data(), v.rows()), input(l, x), acts_[l], rx,
-                             active_[l] ? &racts_[l] : nullptr, dy, rdy, need_dx ? &rdx : nullptr,
-                             layers_[l]->num_params() ? &s : nullptr);
+                             active_[l] ? &racts_[l] : nullptr, dys_[l], rdys_[l],
+                             need_dx ? &rdys_[l - 1] : nullptr, layers_[l]->num_params() ? &s : nullptr);
       if (!need_dx) break;
-      layers_[l]->backward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l], dy, &dx, nullptr);
-      std::swap(dy, dx);
-      std::swap(rdy, rdx);
+      layers_[l]->backward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l], dys_[l], &dys_[l - 1], nullptr);
     }
   }
 
@@ -245,6 +250,8 @@ class Sequential {
   Vector<T> params_;
   bool train_ = false;
   std::vector<Matrix<T>> acts_, racts_;
+  std::vector<Matrix<T>> dys_, rdys_;  // cotangent (and its R-derivative) of each layer's output
+  Matrix<T> rf_;                       // zero output tangent when no layer depends on V
   std::vector<bool> active_;
 };
 
