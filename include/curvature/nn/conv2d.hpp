@@ -100,6 +100,17 @@ class Conv2d final : public Layer<T, B> {
   Index kernel() const { return k_; }
   Index stride() const { return s_; }
   Index padding() const { return pad_; }
+  /// C*k*k: the rows of W^T, the length of one im2col patch.
+  Index patch_size() const { return ckk_; }
+  /// Output positions Ho*Wo per sample.
+  Index positions() const { return ho_ * wo_; }
+  /// The im2col patches [N*Ho*Wo, C*k*k] of the input x (Channels layout) of N samples; reuses the
+  /// forward pass's copy when x is the input it saw (K-FAC's input factor needs them).
+  const Matrix<T>& patches(const Matrix<T>& x, Index n) {
+    CURVATURE_CHECK_SHAPE(x.rows() == n * this->in_.shape.h * this->in_.shape.w && x.cols() == this->in_.shape.c,
+                          name(), "::patches: input is ", x.rows(), "x", x.cols(), " for ", n, " samples");
+    return cached_cols(x, n);
+  }
 
  private:
   /// One cotangent of an input gradient: replica r of dy, convolved transposed with weights w.

@@ -53,6 +53,21 @@ class Sequential {
   const B& backend() const { return bk_; }
   Index num_layers() const { return static_cast<Index>(layers_.size()); }
   const Layer<T, B>& layer(Index l) const { return *layers_[l]; }
+  /// Writable access to a layer (per-layer statistics such as K-FAC's need the layer's caches).
+  Layer<T, B>& mutable_layer(Index l) { return *layers_[l]; }
+  /// After forward/backward on x: the input layer l saw (x itself for l = 0).
+  const Matrix<T>& layer_input(Index l, const Matrix<T>& x) const {
+    CURVATURE_CHECK_VALUE(l >= 0 && l < num_layers() && acts_.size() == layers_.size(),
+                          "Sequential::layer_input: layer ", l, " of ", num_layers(), " (run a pass first)");
+    return input(l, x);
+  }
+  /// After backward(): the cotangent of layer l's output (rows as the layer's output, R*N columns
+  /// for R replicas), for every layer from the first one with parameters.
+  const Matrix<T>& output_cotangent(Index l) const {
+    CURVATURE_CHECK_VALUE(l >= first_param_layer() && l < num_layers() && dys_.size() == layers_.size(),
+                          "Sequential::output_cotangent: layer ", l, " has no cotangent (run backward first)");
+    return dys_[l];
+  }
   Index param_offset(Index l) const { return offsets_[l]; }
 
   const Vector<T>& params() const { return params_; }
