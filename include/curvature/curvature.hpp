@@ -4,5 +4,7 @@
 #include "curvature/core/core.hpp"
 #include "curvature/io/io.hpp"
 #include "curvature/loss/loss.hpp"
+#include "curvature/measures/measures.hpp"
 #include "curvature/model/model.hpp"
 #include "curvature/nn/nn.hpp"
+#include "curvature/operators/operators.hpp"
