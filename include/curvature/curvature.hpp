@@ -2,6 +2,7 @@
 // Everything the library offers. Individual concerns can be included on their own.
 #include "curvature/backend/backend.hpp"
 #include "curvature/core/core.hpp"
+#include "curvature/estimators/estimators.hpp"
 #include "curvature/io/io.hpp"
 #include "curvature/loss/loss.hpp"
 #include "curvature/measures/measures.hpp"

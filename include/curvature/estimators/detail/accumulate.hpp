@@ -1,0 +1,63 @@
+#pragma once
+// Running means and variances of per-probe values (Welford 1962). Each update adds a correction
+// (x - mean) / n rather than x to a growing sum, so float estimates over thousands of probes keep
+// their digits, and the variance never cancels catastrophically.
+#include <cmath>
+#include <limits>
+
+#include "curvature/core/types.hpp"
+
+namespace curvature::detail {
+
+/// Mean, variance and standard error of a stream of scalars.
+template <class T>
+struct Welford {
+  Index n = 0;
+  T mean = 0;
+  T m2 = 0;  // sum of squared deviations from the running mean
+
+  void add(T x) {
+    ++n;
+    const T delta = x - mean;
+    mean += delta / static_cast<T>(n);
+    m2 += delta * (x - mean);
+  }
+  /// Sample variance (n - 1 in the denominator); +inf below two samples.
+  T variance() const { return n > 1 ? m2 / static_cast<T>(n - 1) : std::numeric_limits<T>::infinity(); }
+  /// Standard error of the mean, sqrt(variance / n); +inf below two samples.
+  T std_error() const { return n > 1 ? std::sqrt(variance() / static_cast<T>(n)) : variance(); }
+  /// The adaptive stop of the Hutchinson estimators: std_error <= rel_tol |mean|.
+  bool met(double rel_tol) const { return n > 1 && std_error() <= static_cast<T>(rel_tol) * std::abs(mean); }
+};
+
+/// Coordinate-wise Welford for a stream of vectors of a fixed length.
+template <class T>
+struct WelfordVector {
+  Index n = 0;
+  Vector<T> mean;
+  Vector<T> m2;
+  Vector<T> delta;  // scratch, kept to avoid an allocation per sample
+
+  explicit WelfordVector(Index d) : mean(Vector<T>::Zero(d)), m2(Vector<T>::Zero(d)), delta(d) {}
+
+  template <class X>
+  void add(const Eigen::MatrixBase<X>& x) {
+    ++n;
+    delta = x - mean;
+    mean += delta / static_cast<T>(n);
+    m2.array() += delta.array() * (x.array() - mean.array());
+  }
+  /// Standard errors per coordinate; +inf below two samples.
+  Vector<T> std_error() const {
+    if (n < 2) return Vector<T>::Constant(mean.size(), std::numeric_limits<T>::infinity());
+    return (m2 / static_cast<T>(n - 1) / static_cast<T>(n)).cwiseSqrt();
+  }
+  /// ||std_error||_2 <= rel_tol ||mean||_2 (the relative error of the whole vector).
+  bool met(double rel_tol) const {
+    if (n < 2) return false;
+    const T se2 = m2.sum() / static_cast<T>(n - 1) / static_cast<T>(n);
+    return std::sqrt(se2) <= static_cast<T>(rel_tol) * mean.norm();
+  }
+};
+
+}  // namespace curvature::detail

@@ -1,0 +1,117 @@
+#pragma once
+// Hutchinson's estimators (SPEC 2; Hutchinson 1990, Avron and Toledo 2011, Bekas et al. 2007):
+//   tr(A)     ~ (1/m) sum_k v_k^T A v_k,
+//   diag(A)   ~ (1/m) sum_k v_k (.) A v_k,
+//   ||A||_F^2 ~ (1/m) sum_k ||A v_k||^2        (= tr(A^T A), since E[v v^T] = I),
+// with probes v_k drawn in blocks (one operator application per block) and a standard error from
+// the spread of the per-probe values. Probe k depends only on (seed, k) (probes.hpp), and the
+// adaptive stop is checked after every probe, so a result depends on the seed but not on the
+// block size; a stop inside a block discards the rest of that block (counted in `matvecs`).
+#include <algorithm>
+#include <cstdint>
+#include <utility>
+
+#include "curvature/estimators/detail/accumulate.hpp"
+#include "curvature/estimators/detail/checks.hpp"
+#include "curvature/estimators/estimate.hpp"
+#include "curvature/estimators/probes.hpp"
+#include "curvature/operators/linear_operator.hpp"
+
+namespace curvature {
+
+/// Options of the Hutchinson estimators.
+struct HutchinsonOptions {
+  Probe probe = Probe::Rademacher;
+  std::uint64_t seed = 0;
+  Index block_size = 16;   ///< probes per operator application (a d x block_size product)
+  Index max_probes = 128;  ///< probes used when rel_tol = 0; the cap otherwise
+  Index min_probes = 16;   ///< probes before the adaptive stop may end the run (rel_tol > 0)
+  double rel_tol = 0;      ///< stop once std_error <= rel_tol |value|; 0: exactly max_probes
+};
+
+namespace detail {
+
+inline void check_hutchinson_options(const HutchinsonOptions& o, const char* fn) {
+  check_at_least(o.block_size, 1, fn, "block_size");
+  check_at_least(o.max_probes, 1, fn, "max_probes");
+  check_at_least(o.min_probes, 1, fn, "min_probes");
+  check_non_negative(o.rel_tol, fn, "rel_tol");
+  if (o.rel_tol > 0)
+    CURVATURE_CHECK_VALUE(o.min_probes <= o.max_probes, fn, ": min_probes = ", o.min_probes,
+                          " exceeds max_probes = ", o.max_probes);
+}
+
+/// The probe loop shared by the three estimators: draws blocks of probes, applies the operator
+/// once per block and feeds probe j of the block to `sample(v, av, j)`, which adds it to `acc`.
+/// Returns {matvecs, converged}.
+template <LinearOperator A, class Acc, class Sample>
+std::pair<Index, bool> hutchinson_loop(A& op, const HutchinsonOptions& o, Acc& acc, Sample&& sample,
+                                       const char* fn) {
+  using T = typename A::Scalar;
+  const Index d = checked_dim(op, fn);
+  Matrix<T> v, av;
+  Index matvecs = 0;
+  for (Index first = 0; first < o.max_probes; first += o.block_size) {
+    const Index m = std::min(o.block_size, o.max_probes - first);
+    v.resize(d, m);
+    fill_probes(v, o.probe, o.seed, first);
+    apply_checked(op, v, av, fn);
+    matvecs += m;
+    for (Index j = 0; j < m; ++j) {
+      sample(v, av, j);
+      if (o.rel_tol > 0 && acc.n >= o.min_probes && acc.met(o.rel_tol)) return {matvecs, true};
+    }
+  }
+  return {matvecs, o.rel_tol == 0};
+}
+
+/// An Estimate from a scalar accumulator.
+template <class T>
+Estimate<T> to_estimate(const Welford<T>& acc, std::pair<Index, bool> run) {
+  return Estimate<T>{acc.mean, acc.std_error(), acc.n, run.first, run.second};
+}
+
+}  // namespace detail
+
+/// tr(A) by Hutchinson's estimator (SPEC 2). Cost: `matvecs` = probes drawn (one block of
+/// `block_size` columns per application). Throws ValueError for bad options or dim() < 1.
+template <LinearOperator A>
+Estimate<typename A::Scalar> hutchinson_trace(A& op, const HutchinsonOptions& options = {}) {
+  using T = typename A::Scalar;
+  detail::check_hutchinson_options(options, "hutchinson_trace");
+  detail::Welford<T> acc;
+  auto run = detail::hutchinson_loop(
+      op, options, acc, [&](const Matrix<T>& v, const Matrix<T>& av, Index j) { acc.add(v.col(j).dot(av.col(j))); },
+      "hutchinson_trace");
+  return detail::to_estimate(acc, run);
+}
+
+/// ||A||_F^2 = tr(A^T A) ~ (1/m) sum_k ||A v_k||^2 (SPEC 2; 002's stability bound uses ||H||_F).
+/// Same cost, options and errors as hutchinson_trace.
+template <LinearOperator A>
+Estimate<typename A::Scalar> frobenius_norm_squared(A& op, const HutchinsonOptions& options = {}) {
+  using T = typename A::Scalar;
+  detail::check_hutchinson_options(options, "frobenius_norm_squared");
+  detail::Welford<T> acc;
+  auto run = detail::hutchinson_loop(
+      op, options, acc, [&](const Matrix<T>&, const Matrix<T>& av, Index j) { acc.add(av.col(j).squaredNorm()); },
+      "frobenius_norm_squared");
+  return detail::to_estimate(acc, run);
+}
+
+/// diag(A) ~ (1/m) sum_k v_k (.) A v_k (SPEC 2) with a standard error per coordinate. The
+/// adaptive stop asks ||std_error||_2 <= rel_tol ||value||_2. With the same options it sees the
+/// same probes as hutchinson_trace, so value.sum() equals that trace estimate.
+template <LinearOperator A>
+DiagonalEstimate<typename A::Scalar> hutchinson_diagonal(A& op, const HutchinsonOptions& options = {}) {
+  using T = typename A::Scalar;
+  detail::check_hutchinson_options(options, "hutchinson_diagonal");
+  detail::WelfordVector<T> acc(detail::checked_dim(op, "hutchinson_diagonal"));
+  auto run = detail::hutchinson_loop(
+      op, options, acc,
+      [&](const Matrix<T>& v, const Matrix<T>& av, Index j) { acc.add(v.col(j).cwiseProduct(av.col(j))); },
+      "hutchinson_diagonal");
+  return DiagonalEstimate<T>{acc.mean, acc.std_error(), acc.n, run.first, run.second};
+}
+
+}  // namespace curvature
