@@ -8,4 +8,5 @@
 #include "curvature/measures/measures.hpp"
 #include "curvature/model/model.hpp"
 #include "curvature/nn/nn.hpp"
+#include "curvature/noise/noise.hpp"
 #include "curvature/operators/operators.hpp"
