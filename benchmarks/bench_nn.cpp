@@ -3,41 +3,21 @@
 // counts for the same workload (its `flops` table), so rates compare directly.
 #include <benchmark/benchmark.h>
 
-#include <curvature/curvature.hpp>
+#include "common.hpp"
 
-using namespace curvature;
-using T = float;
-using B = backend::OpenMP;
+using namespace bench;
 
 namespace {
-
-struct Batch {
-  Matrix<T> x;
-  std::vector<std::int64_t> y;
-};
-
-Batch make_batch(Index dim, Index n, std::uint64_t seed) {
-  Rng rng(seed);
-  Batch b{Matrix<T>(dim, n), std::vector<std::int64_t>(n)};
-  for (Index k = 0; k < b.x.size(); ++k) b.x.data()[k] = rng.normal<T>();
-  for (auto& v : b.y) v = static_cast<std::int64_t>(rng.below(10));
-  return b;
-}
-
-nn::Sequential<T, B> make_model(bool cnn, int threads) {
-  if (cnn) return nn::tiny_cnn<T, B>(nn::Shape{3, 32, 32}, 1, B{threads});
-  return nn::mnist_mlp<T, B>(0, B{threads});
-}
 
 enum class Work { Gradient, Hvp, PerSample, EmpiricalFisher, TrueFisher };
 
 // GEMM MFLOP of the peer's workload (torch_peer.py flops table): MLP / CNN at B = 128.
 double peer_mflop(Work w, bool cnn) {
   switch (w) {
-    case Work::Gradient: return cnn ? 1334.8 : 155.1;
-    case Work::Hvp: return cnn ? 3891.0 : 362.0;
+    case Work::Gradient: return gradient_mflop(cnn, 128);
+    case Work::Hvp: return hvp_mflop(cnn, 128);
     case Work::PerSample: return cnn ? 1334.8 : 86.0;
-    case Work::EmpiricalFisher: return cnn ? 1334.8 : 155.1;
+    case Work::EmpiricalFisher: return gradient_mflop(cnn, 128);
     case Work::TrueFisher: return cnn ? 2669.6 : 312.0;
   }
   return 0;

@@ -1,0 +1,66 @@
+// Hutchinson trace and diagonal with 100 Rademacher probes on the Hessian (the peer's W4, W5), the
+// diagonal S_R estimator (000 eq. 4: Hutchinson H diagonal plus the exact Fisher diagonal), and
+// probe blocks against one probe at a time. MNIST MLP at B = 128 and 1024, TinyCNN at B = 128,
+// float32; argument: threads. Counters: GFLOP/s of the GEMM work (100 HVPs as the peer counts
+// them), and the cost in gradient evaluations of the same model and batch ("grads").
+#include <benchmark/benchmark.h>
+
+#include "common.hpp"
+
+using namespace bench;
+
+namespace {
+
+enum class Work { Trace, Diagonal, RiemannianDiagonal };
+
+constexpr Index kProbes = 100;
+
+void run(benchmark::State& state, Work w, bool cnn, Index n, Index block) {
+  const int threads = static_cast<int>(state.range(0));
+  auto m = make_model(cnn, threads);
+  const Batch b = make_batch(m.input_size(), n, 10);
+  loss::CrossEntropy<T> ce;
+  const double grad_ms = median_ms([&] { benchmark::DoNotOptimize(loss_and_gradient(m, ce, b.x, b.y)); });
+  HessianOperator hop(m, ce, b.x, b.y);
+  HutchinsonOptions o;
+  o.max_probes = kProbes;
+  o.block_size = block;
+  o.seed = 7;
+  double total_ms = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    switch (w) {
+      case Work::Trace: benchmark::DoNotOptimize(hutchinson_trace(hop, o)); break;
+      case Work::Diagonal: benchmark::DoNotOptimize(hutchinson_diagonal(hop, o)); break;
+      case Work::RiemannianDiagonal: {
+        const Vector<T> f = fisher_diagonal(m, ce, b.x, b.y);
+        benchmark::DoNotOptimize(riemannian_sharpness_diagonal(hop, f, T(1e-6), o));
+        break;
+      }
+    }
+    total_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  }
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(kProbes * hvp_mflop(cnn, n) * 1e6, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["grads"] = total_ms / static_cast<double>(state.iterations()) / grad_ms;
+  state.counters["threads"] = threads;
+}
+
+}  // namespace
+
+#define CURVATURE_BENCH(name, ...) \
+  BENCHMARK_CAPTURE(run, name, __VA_ARGS__)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()
+
+CURVATURE_BENCH(W4_trace100_mlp_b128, Work::Trace, false, 128, 20);
+CURVATURE_BENCH(W4_trace100_mlp_b1024, Work::Trace, false, 1024, 20);
+CURVATURE_BENCH(W4_trace100_cnn_b128, Work::Trace, true, 128, 20);
+CURVATURE_BENCH(W4_trace100_one_probe_at_a_time_mlp_b128, Work::Trace, false, 128, 1);
+CURVATURE_BENCH(W4_trace100_one_probe_at_a_time_cnn_b128, Work::Trace, true, 128, 1);
+CURVATURE_BENCH(W5_diag100_mlp_b128, Work::Diagonal, false, 128, 20);
+CURVATURE_BENCH(W5_diag100_mlp_b1024, Work::Diagonal, false, 1024, 20);
+CURVATURE_BENCH(W5_diag100_cnn_b128, Work::Diagonal, true, 128, 20);
+CURVATURE_BENCH(SR_diag100_mlp_b128, Work::RiemannianDiagonal, false, 128, 20);
+CURVATURE_BENCH(SR_diag100_mlp_b1024, Work::RiemannianDiagonal, false, 1024, 20);
+CURVATURE_BENCH(SR_diag100_cnn_b128, Work::RiemannianDiagonal, true, 128, 20);
+
+BENCHMARK_MAIN();
