@@ -1,8 +1,10 @@
 #pragma once
 // Small models and independent references for the K-FAC tests: textbook forward passes of an MLP
 // and a conv net written here from the parameter layout of SPEC 0 (no pass of the library), the
-// Jacobians of the output with respect to each layer's output by the chain rule, closed-form
-// output Hessians, and the Kronecker block placed by hand in the library's parameter order.
+// Jacobians of the output with respect to each layer's output by the chain rule, and the Kronecker
+// block placed by hand in the library's parameter order. The closed-form output Hessians, softmax,
+// exact one-sample Jacobians and batch-size-1 gradients are the shared ones of
+// support/references.hpp.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -11,26 +13,13 @@
 
 #include "curvature/curvature.hpp"
 #include "curvature/operators/kfac.hpp"
-#include "support/layer_check.hpp"
+#include "support/references.hpp"
 
 namespace kfix {
 
 using namespace curvature;
-using curvature::testing::random_matrix;
-using curvature::testing::rel_err;
-using D = double;
-using S = backend::Serial;
-using Net = nn::Sequential<D, S>;
-using CE = loss::CrossEntropy<D>;
-using MSE = loss::MeanSquaredError<D>;
-using Labels = std::vector<std::int64_t>;
+using namespace curvature::testing;
 using Kfac = KfacOperator<D, S>;
-
-inline Labels labels(Index n, Index k, Rng& rng) {
-  Labels y(static_cast<std::size_t>(n));
-  for (auto& v : y) v = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(k)));
-  return y;
-}
 
 /// The operator applied to the identity: its d x d matrix.
 template <class Op>
@@ -53,17 +42,6 @@ inline void place_kron(Matrix<D>& m, Index offset, const Matrix<D>& gf, const Ma
       for (Index o2 = 0; o2 < out; ++o2)
         for (Index j2 = 0; j2 <= in; ++j2)
           m(lib_index(offset, in, out, o, j), lib_index(offset, in, out, o2, j2)) += gf(o, o2) * af(j, j2);
-}
-
-/// Closed-form Lambda of CE at logits f: diag(p) - p p^T (SPEC 0).
-inline Matrix<D> ce_lambda(const Vector<D>& f) {
-  Vector<D> p = (f.array() - f.maxCoeff()).exp().matrix();
-  p /= p.sum();
-  return Matrix<D>(p.asDiagonal()) - p * p.transpose();
-}
-inline Vector<D> softmax(const Vector<D>& f) {
-  Vector<D> p = (f.array() - f.maxCoeff()).exp().matrix();
-  return p / p.sum();
 }
 
 /// [z; 1].
@@ -115,12 +93,6 @@ inline MlpSample mlp_by_hand(const Net& m, const Vector<D>& x) {
   const Matrix<D> j0 = j1 * l1.w * (1 - a1.array().square()).matrix().asDiagonal();
   s.jac = {j0, j1, j2};
   return s;
-}
-
-/// Gradient of sample i's loss alone (a batch-size-1 pass).
-inline Vector<D> gradient_one(Net& m, const CE& ce, const Matrix<D>& x, Index i, const Labels& y) {
-  const Matrix<D> xi = x.col(i);
-  return loss_and_gradient(m, ce, xi, Labels{y[static_cast<std::size_t>(i)]}).gradient;
 }
 
 }  // namespace kfix

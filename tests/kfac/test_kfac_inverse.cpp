@@ -3,22 +3,11 @@
 
 using namespace kfix;
 
-namespace {
-
-Net small_cnn(std::uint64_t seed) {
-  Net m(nn::Shape{1, 5, 5});
-  m.add(nn::Conv2d<D, S>(2, 3, 1, 1)).add(nn::Tanh<D, S>()).add(nn::Flatten<D, S>()).add(nn::Linear<D, S>(3));
-  m.init(seed);
-  return m;
-}
-
-}  // namespace
-
 TEST_CASE("The exact damped inverse solves (F_kfac + lambda I) X = V", "[kfac][inverse]") {
   Rng rng(21);
   CE ce;
   Net mlp = small_mlp(22);
-  Net cnn = small_cnn(23);
+  Net cnn = tiny_cnn(23);
   const Matrix<D> xm = random_matrix(4, 6, rng), xc = random_matrix(25, 4, rng);
   const Labels ym = labels(6, 3, rng), yc = labels(4, 3, rng);
   Kfac km(mlp, ce, xm, ym), kc(cnn, ce, xc, yc);
@@ -47,7 +36,7 @@ TEST_CASE("The factored-damping inverse inverts (G + sqrt(lambda)/pi I) (x) (A +
   Rng rng(24);
   CE ce;
   Net mlp = small_mlp(25);
-  Net cnn = small_cnn(26);
+  Net cnn = tiny_cnn(26);
   const Matrix<D> xm = random_matrix(4, 5, rng), xc = random_matrix(25, 3, rng);
   const Labels ym = labels(5, 3, rng), yc = labels(3, 3, rng);
   Kfac km(mlp, ce, xm, ym), kc(cnn, ce, xc, yc);

@@ -5,21 +5,12 @@
 
 #include "curvature/curvature.hpp"
 #include "curvature/measures/measures.hpp"
-#include "support/layer_check.hpp"
+#include "support/references.hpp"
 
 using namespace curvature;
-using curvature::testing::random_matrix;
-using D = double;
-using S = backend::Serial;
-using Net = nn::Sequential<D, S>;
+using namespace curvature::testing;
 
 namespace {
-
-std::vector<std::int64_t> labels(Index n, Index k, Rng& rng) {
-  std::vector<std::int64_t> y(n);
-  for (auto& v : y) v = static_cast<std::int64_t>(rng.below(k));
-  return y;
-}
 
 /// Tanh keeps every hidden unit alive, so the Jacobian stack has the rank its shape allows; the
 /// leaky ReLU is 1-homogeneous, as the rescaling test needs (a plain ReLU net of this size has dead
@@ -37,33 +28,7 @@ Net mlp(std::uint64_t seed, bool leaky = false) {
   return m;
 }
 
-/// Dense Fisher (1/N) sum_i J_i^T (diag p_i - p_i p_i^T) J_i, J_i from unit-vector JVPs of sample i.
-Matrix<D> dense_fisher(Net& m, const Matrix<D>& x) {
-  const Index d = m.num_params(), n = x.cols();
-  const Matrix<D> eye = Matrix<D>::Identity(d, d);
-  Matrix<D> f = Matrix<D>::Zero(d, d);
-  for (Index i = 0; i < n; ++i) {
-    const Matrix<D> xi = x.col(i);
-    const Matrix<D> ji = m.jvp(xi, eye);  // K x d: column r is J_i e_r
-    const Vector<D> logits = m.forward(xi).col(0);
-    const Vector<D> p = (logits.array() - logits.maxCoeff()).exp() / (logits.array() - logits.maxCoeff()).exp().sum();
-    const Matrix<D> lambda = Matrix<D>(p.asDiagonal()) - p * p.transpose();
-    f += ji.transpose() * lambda * ji;
-  }
-  return f / static_cast<D>(n);
-}
-
-/// Per-sample gradients from batch-size-1 passes.
-Matrix<D> sample_grads(Net& m, const loss::CrossEntropy<D>& ce, const Matrix<D>& x, const std::vector<std::int64_t>& y) {
-  Matrix<D> g(m.num_params(), x.cols());
-  for (Index i = 0; i < x.cols(); ++i) g.col(i) = loss_and_gradient(m, ce, Matrix<D>(x.col(i)), {y[i]}).gradient;
-  return g;
-}
-
-D probability_of_label(Net& m, const Matrix<D>& xi, std::int64_t y) {
-  const Vector<D> l = m.forward(xi).col(0);
-  return std::exp(l(y) - l.maxCoeff()) / (l.array() - l.maxCoeff()).exp().sum();
-}
+D probability_of_label(Net& m, const Matrix<D>& xi, std::int64_t y) { return softmax(m.forward(xi).col(0))(y); }
 
 }  // namespace
 
@@ -93,13 +58,13 @@ TEST_CASE("IGS with a rank-deficient Fisher equals the mean of g_i^T F^+ g_i on 
   const auto y = labels(n, 3, rng);
   loss::CrossEntropy<D> ce;
   const Index rank = m.num_params() - 5;
-  Eigen::SelfAdjointEigenSolver<Matrix<D>> eig(dense_fisher(m, x));  // ascending eigenvalues
+  Eigen::SelfAdjointEigenSolver<Matrix<D>> eig(dense_ggn(m, ce, x));  // ascending eigenvalues
   const Vector<D> ev = eig.eigenvalues();
   INFO("eigenvalues " << ev(4) << " | " << ev(5) << " ... " << ev(ev.size() - 1));
   REQUIRE(ev(5) > 1e6 * std::abs(ev(4)));  // a clear gap after the 5 null directions
   const Matrix<D> u = eig.eigenvectors().rightCols(rank);
   const Matrix<D> fplus = u * ev.tail(rank).cwiseInverse().asDiagonal() * u.transpose();
-  const Matrix<D> g = sample_grads(m, ce, x, y);
+  const Matrix<D> g = sample_gradients(m, ce, x, y);
   const D expected = g.cwiseProduct(fplus * g).colwise().sum().mean();
   const IgsResult<D> r = information_geometric_sharpness(m, ce, x, y);
   CHECK(r.rank == rank);
@@ -117,7 +82,7 @@ TEST_CASE("IGS_b equals the enumerated mean over all mini-batches", "[measures][
   loss::CrossEntropy<D> ce;
   const IgsResult<D> r = information_geometric_sharpness(m, ce, x, y);
   const FisherPseudoInverse<D> pinv = fisher_pseudo_inverse(m, ce, x, y);
-  const Matrix<D> g = sample_grads(m, ce, x, y);
+  const Matrix<D> g = sample_gradients(m, ce, x, y);
   for (Index b : {1, 2, 3, 6}) {
     // Without replacement: every subset of size b, by bitmask.
     D sum = 0;
@@ -154,7 +119,7 @@ TEST_CASE("Fisher-Rao norm equals theta^T F theta from explicit Jacobians", "[me
   const auto y = labels(9, 3, rng);
   loss::CrossEntropy<D> ce;
   const Vector<D> theta = m.params();
-  const D expected = theta.dot(dense_fisher(m, x) * theta);
+  const D expected = theta.dot(dense_ggn(m, ce, x) * theta);
   CHECK(fisher_rao_norm(m, ce, x, y) == Approx(expected).epsilon(1e-10));
 }
 

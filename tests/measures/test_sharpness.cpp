@@ -4,21 +4,12 @@
 #include <catch2/catch.hpp>
 
 #include "curvature/curvature.hpp"
-#include "support/layer_check.hpp"
+#include "support/references.hpp"
 
 using namespace curvature;
-using curvature::testing::random_matrix;
-using D = double;
-using S = backend::Serial;
-using Net = nn::Sequential<D, S>;
+using namespace curvature::testing;
 
 namespace {
-
-std::vector<std::int64_t> labels(Index n, Index k, Rng& rng) {
-  std::vector<std::int64_t> y(n);
-  for (auto& v : y) v = static_cast<std::int64_t>(rng.below(k));
-  return y;
-}
 
 Net leaky_mlp(std::uint64_t seed) {
   Net m(nn::Shape{3, 1, 1});
@@ -29,35 +20,9 @@ Net leaky_mlp(std::uint64_t seed) {
 }
 
 /// H by central differences of the gradient (h = 1e-5), symmetrised.
-Matrix<D> fd_hessian(Net& m, const loss::CrossEntropy<D>& ce, const Matrix<D>& x, const std::vector<std::int64_t>& y) {
-  const Index d = m.num_params();
-  const Vector<D> theta = m.params();
-  Matrix<D> h(d, d);
-  for (Index j = 0; j < d; ++j) {
-    Vector<D> p = theta;
-    p(j) += 1e-5;
-    m.set_params(p);
-    const Vector<D> gp = loss_and_gradient(m, ce, x, y).gradient;
-    p(j) = theta(j) - 1e-5;
-    m.set_params(p);
-    h.col(j) = (gp - loss_and_gradient(m, ce, x, y).gradient) / 2e-5;
-  }
-  m.set_params(theta);
+Matrix<D> symmetric_fd_hessian(Net& m, const CE& ce, const Matrix<D>& x, const Labels& y) {
+  const Matrix<D> h = fd_hessian(m, ce, x, y);
   return (h + h.transpose()) / 2;
-}
-
-/// F = (1/N) sum_i J_i^T Lambda_i J_i with J_i from unit-vector JVPs.
-Matrix<D> dense_fisher(Net& m, const Matrix<D>& x) {
-  const Index d = m.num_params();
-  Matrix<D> f = Matrix<D>::Zero(d, d);
-  for (Index i = 0; i < x.cols(); ++i) {
-    const Matrix<D> xi = x.col(i);
-    const Matrix<D> j = m.jvp(xi, Matrix<D>::Identity(d, d));
-    const Vector<D> z = m.forward(xi).col(0);
-    const Vector<D> p = (z.array() - z.maxCoeff()).exp() / (z.array() - z.maxCoeff()).exp().sum();
-    f += j.transpose() * (Matrix<D>(p.asDiagonal()) - p * p.transpose()) * j;
-  }
-  return f / static_cast<D>(x.cols());
 }
 
 struct Fixture {
@@ -83,8 +48,8 @@ TEST_CASE("Diagonal S_R sums H_jj / (F_jj + lambda) and rejects bad metrics", "[
 TEST_CASE("Estimated S_R, diagonal and structured, lie within 4 standard errors of dense values",
           "[measures][sharpness]") {
   Fixture t;
-  const Matrix<D> h = fd_hessian(t.m, t.ce, t.x, t.y);
-  const Matrix<D> f = dense_fisher(t.m, t.x);
+  const Matrix<D> h = symmetric_fd_hessian(t.m, t.ce, t.x, t.y);
+  const Matrix<D> f = dense_ggn(t.m, t.ce, t.x);
   const D lambda = 1e-3;
   HessianOperator hop(t.m, t.ce, t.x, t.y);
   HutchinsonOptions o;
@@ -122,8 +87,8 @@ TEST_CASE("Dense S_R with lambda = 0 uses F's range, cut at its spectral gap", "
   // per-unit rescaling symmetries of its 9 hidden units (at least 14 null directions); the
   // reference counts the null eigenvalues itself.
   Fixture t;
-  const Matrix<D> h = fd_hessian(t.m, t.ce, t.x, t.y);
-  const Matrix<D> f = dense_fisher(t.m, t.x);
+  const Matrix<D> h = symmetric_fd_hessian(t.m, t.ce, t.x, t.y);
+  const Matrix<D> f = dense_ggn(t.m, t.ce, t.x);
   Eigen::SelfAdjointEigenSolver<Matrix<D>> eig(f);
   const Vector<D> ev = eig.eigenvalues();
   const Index nulls = (ev.array() < 1e-12 * ev.maxCoeff()).count();
@@ -139,7 +104,7 @@ TEST_CASE("Dense S_R with lambda = 0 uses F's range, cut at its spectral gap", "
 TEST_CASE("Damped IGS through CG equals (1/N) sum_i g_i^T (F + lambda I)^-1 g_i", "[measures][igs]") {
   Fixture t;
   const D lambda = 1e-2;
-  const Matrix<D> f = dense_fisher(t.m, t.x) + lambda * Matrix<D>::Identity(t.m.num_params(), t.m.num_params());
+  const Matrix<D> f = dense_ggn(t.m, t.ce, t.x) + lambda * Matrix<D>::Identity(t.m.num_params(), t.m.num_params());
   Matrix<D> g;
   per_sample_gradients(t.m, t.ce, t.x, t.y, g);
   const D expected = g.cwiseProduct(f.ldlt().solve(g)).colwise().sum().mean();

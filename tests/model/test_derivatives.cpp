@@ -3,74 +3,14 @@
 #include <catch2/catch.hpp>
 
 #include "curvature/curvature.hpp"
-#include "support/layer_check.hpp"
+#include "support/references.hpp"
 
 using namespace curvature;
-using curvature::testing::random_matrix;
-using curvature::testing::rel_err;
-using D = double;
-using S = backend::Serial;
-using Net = nn::Sequential<D, S>;
-
-namespace {
-
-Net small_mlp(bool relu, std::uint64_t seed) {
-  Net m(nn::Shape{4, 1, 1});
-  m.add(nn::Linear<D, S>(6));
-  if (relu) m.add(nn::ReLU<D, S>());
-  else m.add(nn::Tanh<D, S>());
-  m.add(nn::Linear<D, S>(5)).add(nn::GELU<D, S>()).add(nn::Linear<D, S>(3));
-  m.init(seed);
-  return m;
-}
-
-std::vector<std::int64_t> labels(Index n, Index k, Rng& rng) {
-  std::vector<std::int64_t> y(n);
-  for (auto& v : y) v = static_cast<std::int64_t>(rng.below(k));
-  return y;
-}
-
-/// Central finite differences of the loss gradient: the Hessian column by column.
-template <class L>
-Matrix<D> fd_hessian(Net& m, const L& loss, const Matrix<D>& x, const typename L::Targets& y, D h = 1e-5) {
-  const Vector<D> p0 = m.params();
-  Matrix<D> hess(p0.size(), p0.size());
-  for (Index j = 0; j < p0.size(); ++j) {
-    Vector<D> p = p0;
-    p[j] += h;
-    m.set_params(p);
-    const Vector<D> gp = loss_and_gradient(m, loss, x, y).gradient;
-    p[j] -= 2 * h;
-    m.set_params(p);
-    hess.col(j) = (gp - loss_and_gradient(m, loss, x, y).gradient) / (2 * h);
-  }
-  m.set_params(p0);
-  return hess;
-}
-
-/// Jacobian of the outputs of sample i with respect to the parameters, by central differences.
-Matrix<D> fd_jacobian(Net& m, const Matrix<D>& x, Index i, D h = 1e-6) {
-  const Vector<D> p0 = m.params();
-  const Matrix<D> xi = x.col(i);
-  Matrix<D> jac(m.output_size(), p0.size());
-  for (Index j = 0; j < p0.size(); ++j) {
-    Vector<D> p = p0;
-    p[j] += h;
-    m.set_params(p);
-    const Matrix<D> fp = m.forward(xi);
-    p[j] -= 2 * h;
-    m.set_params(p);
-    jac.col(j) = (fp - m.forward(xi)) / (2 * h);
-  }
-  m.set_params(p0);
-  return jac;
-}
-
-}  // namespace
+using namespace curvature::testing;
 
 TEST_CASE("Gradient of the mean loss equals finite differences of the loss", "[model][gradient]") {
   Rng rng(1);
-  Net m = small_mlp(false, 2);
+  Net m = gelu_mlp(false, 2);
   const Matrix<D> x = random_matrix(4, 7, rng);
   const auto y = labels(7, 3, rng);
   loss::CrossEntropy<D> ce;
@@ -93,7 +33,7 @@ TEST_CASE("HVP is exact: finite differences, symmetry and the dense Hessian", "[
   Rng rng(3);
   for (bool relu : {false, true}) {
     INFO("relu: " << relu);
-    Net m = small_mlp(relu, 4);
+    Net m = gelu_mlp(relu, 4);
     REQUIRE(m.num_params() <= 300);
     const Matrix<D> x = random_matrix(4, 9, rng);
     const auto y = labels(9, 3, rng);
@@ -113,7 +53,7 @@ TEST_CASE("HVP is exact: finite differences, symmetry and the dense Hessian", "[
 
 TEST_CASE("HVP with the MSE loss equals finite differences", "[model][hvp][mse]") {
   Rng rng(5);
-  Net m = small_mlp(false, 6);
+  Net m = gelu_mlp(false, 6);
   const Matrix<D> x = random_matrix(4, 5, rng);
   const Matrix<D> y = random_matrix(3, 5, rng);
   loss::MeanSquaredError<D> mse;
@@ -125,7 +65,7 @@ TEST_CASE("HVP with the MSE loss equals finite differences", "[model][hvp][mse]"
 
 TEST_CASE("Per-sample gradients and H_i v agree with batch-size-1 passes", "[model][per-sample]") {
   Rng rng(7);
-  Net m = small_mlp(true, 8);
+  Net m = gelu_mlp(true, 8);
   const Index n = 6;
   const Matrix<D> x = random_matrix(4, n, rng);
   const auto y = labels(n, 3, rng);
@@ -150,7 +90,7 @@ TEST_CASE("Per-sample gradients and H_i v agree with batch-size-1 passes", "[mod
 
 TEST_CASE("Exact GGN, Fisher and empirical Fisher diagonals equal explicit Jacobian sums", "[model][fisher]") {
   Rng rng(9);
-  Net m = small_mlp(false, 10);
+  Net m = gelu_mlp(false, 10);
   const Index n = 5, d = m.num_params();
   const Matrix<D> x = random_matrix(4, n, rng);
   const auto y = labels(n, 3, rng);
@@ -182,7 +122,7 @@ TEST_CASE("Exact GGN, Fisher and empirical Fisher diagonals equal explicit Jacob
 
 TEST_CASE("MC Fisher diagonal is an unbiased estimate of the exact Fisher diagonal", "[model][fisher][statistical]") {
   Rng data(11);
-  Net m = small_mlp(false, 12);
+  Net m = gelu_mlp(false, 12);
   const Index n = 8;
   const Matrix<D> x = random_matrix(4, n, data);
   const auto y = labels(n, 3, data);
@@ -261,7 +201,7 @@ TEST_CASE("A user-written model works with the gradient path", "[model][concepts
 }
 
 TEST_CASE("Bad inputs are rejected with messages naming the problem", "[model][errors]") {
-  Net m = small_mlp(true, 1);
+  Net m = gelu_mlp(true, 1);
   loss::CrossEntropy<D> ce;
   Matrix<D> x = Matrix<D>::Ones(5, 2);
   REQUIRE_THROWS_AS(m.forward(x), ShapeError);

@@ -126,7 +126,7 @@ TEST_CASE("Norm uniformity equals min chi_i / mean chi_i with chi_i = grad f_i^T
   const Index n = 9;
   const Matrix<D> x = random_matrix(3, n, rng);
   Matrix<D> gf(m.num_params(), n);  // grad f(x_i) = J_i^T
-  for (Index i = 0; i < n; ++i) gf.col(i) = jacobian(m, x, i).row(0).transpose();
+  for (Index i = 0; i < n; ++i) gf.col(i) = exact_jacobian(m, x, i).row(0).transpose();
   const Matrix<D> g = gf * gf.transpose() / static_cast<D>(n);  // 002's G
   const Vector<D> chi = gf.cwiseProduct(g * gf).colwise().sum().transpose();
   const D gamma = chi.minCoeff() / chi.mean();

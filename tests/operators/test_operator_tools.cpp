@@ -81,7 +81,7 @@ TEST_CASE("Quadratic forms equal the diagonal of G^T A G, and the traces equal T
     CHECK(counting.applies == 3);  // 11 columns in blocks of 4
   }
   SECTION("the GGN of a network with its per-sample gradients (002's Tr(Sigma G))") {
-    Net m = small_mlp(false, 112);
+    Net m = gelu_mlp(false, 112);
     const Index n = 8;
     const Matrix<D> x = random_matrix(4, n, rng);
     const Labels y = labels(n, 3, rng);
@@ -107,7 +107,7 @@ TEST_CASE("Quadratic forms equal the diagonal of G^T A G, and the traces equal T
 
 TEST_CASE("Damped, Scaled and OperatorSum materialise to A + lambda I, alpha A and A + B", "[operators][wrappers]") {
   Rng rng(121);
-  Net m = small_mlp(true, 122);
+  Net m = gelu_mlp(true, 122);
   const Index n = 5, d = m.num_params();
   const Matrix<D> x = random_matrix(4, n, rng);
   const Labels y = labels(n, 3, rng);
@@ -131,7 +131,7 @@ TEST_CASE("Damped, Scaled and OperatorSum materialise to A + lambda I, alpha A a
 
 TEST_CASE("Bad arguments throw errors that name the argument", "[operators][errors]") {
   Rng rng(131);
-  Net m = small_mlp(false, 132);
+  Net m = gelu_mlp(false, 132);
   const Matrix<D> x = random_matrix(4, 3, rng);
   const Labels y = labels(3, 3, rng), y2 = labels(2, 3, rng);
   const Matrix<D> ym = random_matrix(3, 2, rng);
