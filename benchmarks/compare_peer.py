@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Ratios of curvature's benchmark medians to the PyTorch peer's, from the same session.
 
-usage: compare_peer.py OURS.json PEER.json
-  OURS.json: bench_nn --benchmark_format=json --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+usage: compare_peer.py OURS.json [OURS2.json ...] PEER.json
+  OURS.json: bench_nn (or bench_estimators) --benchmark_format=json --benchmark_repetitions=5
+             --benchmark_report_aggregates_only=true
   PEER.json: ../shared/peer/torch_peer.py output (median_s per run and workload)
 Each of our rows named W*_<workload>/<threads> is compared with the peer's workload of the same
 meaning at the same thread count; for 2 threads the peer's better of its `2` and `2_passive` runs.
@@ -23,13 +24,18 @@ PEER = {
     "W3_hvp_cnn_b128": ["W3a_hvp_double_backward_cnn", "W3b_hvp_jvp_grad_cnn"],
     "W2_psg_prealloc_cnn_b128": ["W2b_psg_vmap_cnn"],
     "W6_efisher_cnn_b128": ["W6_efisher_vmap_cnn"],
+    "W4_trace100_mlp_b128": ["W4_trace100_mlp_b128", "W4x_trace100_batched25_mlp_b128"],
+    "W5_diag100_mlp_b128": ["W5_diag100_mlp_b128"],
+    "W4_trace100_mlp_b1024": ["W4_trace100_mlp_b1024", "W4x_trace100_batched25_mlp_b1024"],
+    "W5_diag100_mlp_b1024": ["W5_diag100_mlp_b1024"],
+    "W4_trace100_cnn_b128": ["W4_trace100_cnn_b128"],
+    "W5_diag100_cnn_b128": ["W5_diag100_cnn_b128"],
 }
 
 
-def ours(path):
-    data = json.load(open(path))
+def ours(paths):
     out = {}
-    for b in data["benchmarks"]:
+    for b in (b for path in paths for b in json.load(open(path))["benchmarks"]):
         if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
             continue
         m = re.match(r"run/(\w+)/(\d+)", b["name"])
@@ -50,7 +56,9 @@ def peer(path):
 
 
 def main():
-    mine, best = ours(sys.argv[1]), peer(sys.argv[2])
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    mine, best = ours(sys.argv[1:-1]), peer(sys.argv[-1])
     print("| workload | threads | curvature ms | peer ms | ratio |")
     print("|---|---|---|---|---|")
     for key, workloads in PEER.items():
