@@ -102,7 +102,7 @@ Json exact_report(Net& m, const L& loss, const Matrix<double>& x, const typename
   j["riemannian_sharpness_diag"] = diagonal_riemannian(h_diag, fisher_diagonal(m, loss, x, y), o.damping);
   j["riemannian_sharpness_diag_ef"] = diagonal_riemannian(h_diag, empirical_fisher_diagonal(m, loss, x, y), o.damping);
   j["riemannian_sharpness"] = dense_riemannian(h, f, pinv, o.damping);
-  const IgsResult<double> igs = information_geometric_sharpness(m, loss, x, y, exact_max_params);
+  const IgsResult<double> igs = information_geometric_sharpness(m, loss, x, y, pinv);
   j["igs"] = igs.value;
   j["igs_batch"] = minibatch_igs(igs, x.cols());  // 001 eq. 7 with b = N: gbar^T F^+ gbar
   j["igs_rank"] = igs.rank;

@@ -78,12 +78,15 @@ struct IgsResult {
   T damping = 0;            ///< 0 for the exact pseudo-inverse
 };
 
-/// Exact IGS (001 eq. 6) over the batch (x, y), with the pseudo-inverse of the same batch's Fisher.
+/// Exact IGS (001 eq. 6) over the batch (x, y) with a pseudo-inverse already computed for it (by
+/// fisher_pseudo_inverse on the same model and batch).
 template <Model M, Loss L>
 IgsResult<scalar_of<M>> information_geometric_sharpness(M& m, const L& loss, const Matrix<scalar_of<M>>& x,
-                                                        const typename L::Targets& y, Index max_params = 5000) {
+                                                        const typename L::Targets& y,
+                                                        const FisherPseudoInverse<scalar_of<M>>& pinv) {
   using T = scalar_of<M>;
-  const FisherPseudoInverse<T> pinv = fisher_pseudo_inverse(m, loss, x, y, max_params);
+  CURVATURE_CHECK_SHAPE(pinv.w.rows() == m.num_params(), "information_geometric_sharpness: pseudo-inverse is for d = ",
+                        pinv.w.rows(), " but the model has ", m.num_params(), " parameters");
   Matrix<T> g;
   per_sample_gradients(m, loss, x, y, g);
   IgsResult<T> r;
@@ -94,6 +97,13 @@ IgsResult<scalar_of<M>> information_geometric_sharpness(M& m, const L& loss, con
   r.rank = pinv.rank;
   r.gap = pinv.gap;
   return r;
+}
+
+/// Exact IGS (001 eq. 6) over the batch (x, y), with the pseudo-inverse of the same batch's Fisher.
+template <Model M, Loss L>
+IgsResult<scalar_of<M>> information_geometric_sharpness(M& m, const L& loss, const Matrix<scalar_of<M>>& x,
+                                                        const typename L::Targets& y, Index max_params = 5000) {
+  return information_geometric_sharpness(m, loss, x, y, fisher_pseudo_inverse(m, loss, x, y, max_params));
 }
 
 /// How mini-batches B of size b are drawn in IGS_b's expectation (001 eq. 7 leaves p(B) open).
