@@ -4,7 +4,7 @@
 # A header in include/curvature/<A>/ may include headers of <A> or of a concern below <A>. Only
 # include/curvature/curvature.hpp may include curvature.hpp's own level (everything) and nothing
 # else may include it. A folder missing from the order is an error: place new concerns here.
-set(order core backend io nn loss model operators estimators measures noise optim sde data cuda)
+set(order core backend io nn loss model operators estimators measures noise optim sde data train cuda)
 
 if(NOT ROOT)
   get_filename_component(ROOT ${CMAKE_CURRENT_LIST_DIR}/.. ABSOLUTE)
