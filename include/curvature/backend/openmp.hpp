@@ -1,9 +1,11 @@
 #pragma once
 // The OpenMP CPU backend. Loops are split into one contiguous chunk per thread; products are split
 // by output columns (or rows, when there are more rows) so that each thread runs one
-// single-threaded GEMM. Each output element is computed by the same kernel whatever the thread
-// count, so results agree with the serial backend to rounding.
+// single-threaded GEMM. Splits fall on multiples of Eigen's register blocks, so each output element
+// is computed by the same micro-kernel, in the same order, whatever the thread count: results are
+// bitwise those of the serial backend (tests/train/test_determinism.cpp).
 #include <algorithm>
+#include <type_traits>
 
 #include "curvature/core/types.hpp"
 #if defined(_OPENMP)
@@ -57,9 +59,25 @@ struct BasicOpenMP {
     }
   }
 
+  /// Calls f(begin, end) on disjoint chunks of [0, n) whose boundaries are multiples of g.
+  template <class F>
+  void parallel_for_aligned(Index n, Index g, F&& f) const {
+    const Index blocks = (n + g - 1) / g;
+    parallel_for(blocks, [&](Index b0, Index b1) { f(b0 * g, std::min(n, b1 * g)); });
+  }
+
   /// C = alpha * A * B, or C += alpha * A * B when accumulate is true; split across threads.
+  /// Chunk boundaries are multiples of Eigen's register block (gebp_traits mr rows, nr columns;
+  /// swapped for a row-major C, which Eigen computes as C^T = B^T A^T): every element then goes
+  /// through the same micro-kernel, with the same order of the k terms, as in the unsplit
+  /// product, so results are bitwise independent of the thread count.
   template <class C, class A, class B, class T>
   void gemm(C&& c, const A& a, const B& b, T alpha, bool accumulate) const {
+    using S = typename std::decay_t<C>::Scalar;
+    using Traits = Eigen::internal::gebp_traits<S, S>;
+    constexpr bool row_major = std::decay_t<C>::IsRowMajor;
+    constexpr Index row_block = row_major ? Traits::nr : Traits::mr;
+    constexpr Index col_block = row_major ? Traits::mr : Traits::nr;
     const Index m = c.rows(), n = c.cols(), k = a.cols();
     const int nt = threads();
     if (nt <= 1 || m * n * k < (Index{1} << 20) || std::max(m, n) < 16 * nt) {  // < ~10 us: not worth a split
@@ -68,13 +86,13 @@ struct BasicOpenMP {
       return;
     }
     if (n >= m) {
-      parallel_for(n, [&](Index j0, Index j1) {
+      parallel_for_aligned(n, col_block, [&](Index j0, Index j1) {
         auto cb = c.middleCols(j0, j1 - j0);
         if (accumulate) cb.noalias() += alpha * a * b.middleCols(j0, j1 - j0);
         else cb.noalias() = alpha * a * b.middleCols(j0, j1 - j0);
       });
     } else {
-      parallel_for(m, [&](Index i0, Index i1) {
+      parallel_for_aligned(m, row_block, [&](Index i0, Index i1) {
         auto cb = c.middleRows(i0, i1 - i0);
         if (accumulate) cb.noalias() += alpha * a.middleRows(i0, i1 - i0) * b;
         else cb.noalias() = alpha * a.middleRows(i0, i1 - i0) * b;
