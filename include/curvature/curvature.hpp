@@ -2,6 +2,7 @@
 // Everything the library offers. Individual concerns can be included on their own.
 #include "curvature/backend/backend.hpp"
 #include "curvature/core/core.hpp"
+#include "curvature/data/data.hpp"
 #include "curvature/estimators/estimators.hpp"
 #include "curvature/io/io.hpp"
 #include "curvature/loss/loss.hpp"
@@ -10,3 +11,5 @@
 #include "curvature/nn/nn.hpp"
 #include "curvature/noise/noise.hpp"
 #include "curvature/operators/operators.hpp"
+#include "curvature/optim/optim.hpp"
+#include "curvature/train/train.hpp"
