@@ -232,6 +232,26 @@ const Point* final_point(const RunResult& r) {
   return r.failure.empty() && !r.points.empty() ? &r.points.back() : nullptr;
 }
 
+/// Final-epoch S_R, S_E, test accuracy and Adam-metric S_R over the runs that `keep` selects (the
+/// seeds of one configuration); diverged runs are left out.
+struct FinalStats {
+  Stat sr, se, acc, sr_adam;
+};
+
+template <class Keep>
+FinalStats final_stats(const std::vector<RunResult>& runs, Keep&& keep) {
+  std::vector<double> vr, ve, va, vad;
+  for (const RunResult& r : runs)
+    if (keep(r.spec))
+      if (const Point* p = final_point(r)) {
+        vr.push_back(p->sr->value);
+        ve.push_back(p->se->value);
+        va.push_back(p->test_acc);
+        if (p->sr_adam) vad.push_back(p->sr_adam->value);
+      }
+  return {stat(vr), stat(ve), stat(va), stat(vad)};
+}
+
 // ---------------------------------------------------------------------------------------------
 // Output: JSON, CSV, figure
 
@@ -376,15 +396,8 @@ Outcome batch_size(const Config& c, const data::Split<T>& d) {
   rule(88);
   std::vector<double> xb, sr, sr_sd, se, se_sd, acc, acc_sd;
   for (Index b : c.batch_sizes) {
-    std::vector<double> vr, ve, va;
-    for (const RunResult& r : out.runs)
-      if (r.spec.batch_size == b)
-        if (const Point* p = final_point(r)) {
-          vr.push_back(p->sr->value);
-          ve.push_back(p->se->value);
-          va.push_back(p->test_acc);
-        }
-    const Stat a = stat(vr), e = stat(ve), t = stat(va);
+    const FinalStats f = final_stats(out.runs, [&](const RunSpec& s) { return s.batch_size == b; });
+    const Stat &a = f.sr, &e = f.se, &t = f.acc;
     std::printf("%6ld %12.3g %26s %22s %18s\n", static_cast<long>(b), c.lr / double(b), pm(a, "%.1f").c_str(),
                 pm(e, "%.2f").c_str(), pm(t, "%.4f").c_str());
     out.summary.push_back(json{{"batch_size", b},      {"eta_over_b", c.lr / double(b)}, {"s_r_mean", a.mean},
@@ -422,15 +435,8 @@ Outcome learning_rate(const Config& c, const data::Split<T>& d) {
   rule(90);
   std::vector<double> xs, sr, sr_sd, acc, acc_sd;
   for (double lr : c.lrs) {
-    std::vector<double> vr, ve, va;
-    for (const RunResult& r : out.runs)
-      if (r.spec.lr == lr)
-        if (const Point* p = final_point(r)) {
-          vr.push_back(p->sr->value);
-          ve.push_back(p->se->value);
-          va.push_back(p->test_acc);
-        }
-    const Stat a = stat(vr), e = stat(ve), t = stat(va);
+    const FinalStats f = final_stats(out.runs, [&](const RunSpec& s) { return s.lr == lr; });
+    const Stat &a = f.sr, &e = f.se, &t = f.acc;
     std::printf("%8g %12.3g %26s %22s %18s\n", lr, lr / double(b), pm(a, "%.1f").c_str(), pm(e, "%.2f").c_str(),
                 pm(t, "%.4f").c_str());
     out.summary.push_back(json{{"lr", lr},           {"eta_over_b", lr / double(b)}, {"s_r_mean", a.mean},
@@ -510,17 +516,10 @@ Outcome optimizers(const Config& c, const data::Split<T>& d) {
   std::vector<std::string> cats;
   std::vector<double> sr, sr_sd, se, se_sd;
   for (const RunSpec& s0 : optimizer_specs(c, 0)) {
-    std::vector<double> vr, ve, va, vad;
-    for (const RunResult& r : out.runs)
-      if (r.spec.optimizer == s0.optimizer && r.spec.batch_size == s0.batch_size)
-        if (const Point* p = final_point(r)) {
-          vr.push_back(p->sr->value);
-          ve.push_back(p->se->value);
-          va.push_back(p->test_acc);
-          if (p->sr_adam) vad.push_back(p->sr_adam->value);
-        }
+    const FinalStats f = final_stats(
+        out.runs, [&](const RunSpec& s) { return s.optimizer == s0.optimizer && s.batch_size == s0.batch_size; });
     const std::string name = detail::cat(s0.optimizer == "adam" ? "Adam" : "SGD", " B=", s0.batch_size);
-    const Stat a = stat(vr), e = stat(ve), t = stat(va), ad = stat(vad);
+    const Stat &a = f.sr, &e = f.se, &t = f.acc, &ad = f.sr_adam;
     std::printf("%-18s %18s %24s %20s %24s\n", name.c_str(), pm(t, "%.4f").c_str(), pm(a, "%.1f").c_str(),
                 pm(e, "%.2f").c_str(), ad.n ? pm(ad, "%.4g").c_str() : "-");
     out.summary.push_back(json{{"configuration", name}, {"test_acc_mean", t.mean}, {"s_r_mean", a.mean},
