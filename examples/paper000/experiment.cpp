@@ -55,7 +55,7 @@ struct Config {
   std::vector<double> alphas;
   int threads = 0;
   std::string out_dir;
-  bool plot = true, paper = false, quiet = false;
+  bool plot = true, paper = false, quiet = false, checkpoints = false;
 };
 
 struct RunSpec {
@@ -135,6 +135,11 @@ RunResult run_one(const Config& c, const RunSpec& spec, const data::Split<T>& d,
   to.batch_size = spec.batch_size;
   to.seed = spec.seed;
   to.epoch_summary = false;
+  if (c.checkpoints) {  // the flat parameters at every measured epoch, as .npy
+    to.checkpoint_epochs = what.epochs;
+    to.checkpoint_dir = (std::filesystem::path(c.out_dir) / "checkpoints").string();
+    to.checkpoint_prefix = detail::cat(spec.optimizer, "_b", spec.batch_size, "_lr", spec.lr, "_seed", spec.seed);
+  }
   double measure_seconds = 0;
 
   std::visit([&](auto& o) {
@@ -831,6 +836,8 @@ int run(Experiment e, int argc, char** argv) {
   bool no_plot = false;
   app.add_flag("--no-plot", no_plot, "do not render the PNG");
   app.add_flag("--quiet", c.quiet, "no per-measurement lines on stderr");
+  app.add_flag("--checkpoints", c.checkpoints,
+               "save the flat parameters (.npy) at every measured epoch under <out>/checkpoints/");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& err) {
