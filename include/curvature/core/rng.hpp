@@ -4,6 +4,11 @@
 #include <cmath>
 #include <cstdint>
 #include <numbers>
+#include <numeric>
+#include <utility>
+#include <vector>
+
+#include "curvature/core/types.hpp"
 
 namespace curvature {
 
@@ -64,5 +69,25 @@ class Rng {
   double spare_ = 0;
   bool has_spare_ = false;
 };
+
+/// The first m entries of a uniformly random permutation of 0..n-1, i.e. a uniform m-subset in
+/// random order (partial Fisher-Yates, draw j = j + below(n - j)); 0 <= m <= n. The one sampler
+/// behind mini-batches without replacement, Fisher batches and label-noise draws.
+inline std::vector<Index> random_subset(Rng& rng, Index n, Index m) {
+  std::vector<Index> perm(static_cast<std::size_t>(n));
+  std::iota(perm.begin(), perm.end(), Index{0});
+  for (Index j = 0; j < m; ++j) {
+    const Index k = j + static_cast<Index>(rng.below(static_cast<std::uint64_t>(n - j)));
+    std::swap(perm[static_cast<std::size_t>(j)], perm[static_cast<std::size_t>(k)]);
+  }
+  perm.resize(static_cast<std::size_t>(m));
+  return perm;
+}
+
+/// Shuffles v uniformly in place (Fisher-Yates from the back: swap v[i] with v[below(i + 1)]).
+inline void shuffle_indices(std::vector<Index>& v, Rng& rng) {
+  for (std::size_t i = v.size(); i-- > 1;)
+    std::swap(v[i], v[static_cast<std::size_t>(rng.below(static_cast<std::uint64_t>(i + 1)))]);
+}
 
 }  // namespace curvature

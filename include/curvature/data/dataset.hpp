@@ -107,10 +107,7 @@ class BatchSampler {
   void start_epoch(Index e) {
     std::iota(perm_.begin(), perm_.end(), Index{0});
     Rng rng(seed_, static_cast<std::uint64_t>(e));
-    for (Index i = n_ - 1; i > 0; --i) {
-      const auto j = static_cast<Index>(rng.below(static_cast<std::uint64_t>(i + 1)));
-      std::swap(perm_[static_cast<std::size_t>(i)], perm_[static_cast<std::size_t>(j)]);
-    }
+    shuffle_indices(perm_, rng);
   }
   Index batches() const { return drop_last_ ? n_ / batch_ : (n_ + batch_ - 1) / batch_; }
   Index batch_size() const { return batch_; }

@@ -80,14 +80,8 @@ std::vector<Index> flip_labels(Dataset<T>& d, double fraction, std::uint64_t see
                         " class(es); flipping needs at least 2");
   const Index n = d.size();
   const auto m = static_cast<Index>(std::llround(fraction * static_cast<double>(n)));
-  std::vector<Index> idx(static_cast<std::size_t>(n));
-  std::iota(idx.begin(), idx.end(), Index{0});
   Rng rng(seed, 0x6c61626cull);  // "labl": a stream of its own
-  for (Index i = 0; i < m; ++i) {  // partial Fisher-Yates: the first m are a uniform m-subset
-    const auto j = i + static_cast<Index>(rng.below(static_cast<std::uint64_t>(n - i)));
-    std::swap(idx[static_cast<std::size_t>(i)], idx[static_cast<std::size_t>(j)]);
-  }
-  idx.resize(static_cast<std::size_t>(m));
+  std::vector<Index> idx = random_subset(rng, n, m);
   std::sort(idx.begin(), idx.end());
   for (const Index i : idx) {  // all checked before any is changed
     const auto y = d.y[static_cast<std::size_t>(i)];
@@ -111,9 +105,7 @@ Split<T> train_test_split(const Dataset<T>& d, Index n_test, std::uint64_t seed)
   std::vector<Index> perm(static_cast<std::size_t>(d.size()));
   std::iota(perm.begin(), perm.end(), Index{0});
   Rng rng(seed, 0x73706c74ull);  // "splt"
-  for (Index i = d.size() - 1; i > 0; --i)
-    std::swap(perm[static_cast<std::size_t>(i)],
-              perm[static_cast<std::size_t>(rng.below(static_cast<std::uint64_t>(i + 1)))]);
+  shuffle_indices(perm, rng);
   const std::span<const Index> all(perm);
   Split<T> s{subset(d, all.subspan(static_cast<std::size_t>(n_test))),
              subset(d, all.first(static_cast<std::size_t>(n_test)))};

@@ -23,21 +23,14 @@ namespace curvature {
 inline std::vector<Index> minibatch_indices(Rng& rng, Index n, Index b, BatchSampling sampling) {
   CURVATURE_CHECK_VALUE(n >= 1, "minibatch_indices: N = ", n, ", expected >= 1 samples");
   CURVATURE_CHECK_VALUE(b >= 1, "minibatch_indices: batch size B = ", b, ", expected >= 1");
-  std::vector<Index> idx(static_cast<std::size_t>(b));
   if (sampling == BatchSampling::WithReplacement) {
+    std::vector<Index> idx(static_cast<std::size_t>(b));
     for (Index& i : idx) i = static_cast<Index>(rng.below(static_cast<std::uint64_t>(n)));
     return idx;
   }
   CURVATURE_CHECK_VALUE(b <= n, "minibatch_indices: batch size B = ", b, " exceeds the N = ", n,
                         " samples (sampling without replacement)");
-  std::vector<Index> perm(static_cast<std::size_t>(n));
-  std::iota(perm.begin(), perm.end(), Index(0));
-  for (Index j = 0; j < b; ++j) {
-    const Index k = j + static_cast<Index>(rng.below(static_cast<std::uint64_t>(n - j)));
-    std::swap(perm[static_cast<std::size_t>(j)], perm[static_cast<std::size_t>(k)]);
-    idx[static_cast<std::size_t>(j)] = perm[static_cast<std::size_t>(j)];
-  }
-  return idx;
+  return random_subset(rng, n, b);
 }
 
 /// How the K mini-batches of minibatch_covariance_diagonal are drawn.

@@ -83,14 +83,9 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 /// `count` distinct indices of [0, n) (all of them, in order, when count >= n), from `rng`.
 inline std::vector<Index> sample_without_replacement(Index n, Index count, Rng& rng) {
+  if (count < n) return random_subset(rng, n, count);
   std::vector<Index> idx(static_cast<std::size_t>(n));
   std::iota(idx.begin(), idx.end(), Index{0});
-  if (count >= n) return idx;
-  for (Index i = 0; i < count; ++i) {  // partial Fisher-Yates
-    const Index j = i + static_cast<Index>(rng.below(static_cast<std::uint64_t>(n - i)));
-    std::swap(idx[static_cast<std::size_t>(i)], idx[static_cast<std::size_t>(j)]);
-  }
-  idx.resize(static_cast<std::size_t>(count));
   return idx;
 }
 
