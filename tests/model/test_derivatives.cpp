@@ -216,3 +216,145 @@ TEST_CASE("Bad inputs are rejected with messages naming the problem", "[model][e
   Vector<D> wrong(3);
   REQUIRE_THROWS_WITH(m.set_params(wrong), Catch::Contains("3 values"));
 }
+
+namespace {
+/// v_r' A v_r for the columns of V.
+Vector<D> quadratic(const Matrix<D>& a, const Matrix<D>& v) { return (v.transpose() * a * v).diagonal(); }
+}  // namespace
+
+TEST_CASE("Hessian quadratic forms by second-order forward mode equal the finite-difference Hessian",
+          "[model][jet2]") {
+  Rng rng(17);
+  struct Case {
+    const char* name;
+    nn::Shape in;
+    std::string arch;
+  };
+  // Every layer kind with a second-order forward mode: smooth and piecewise-linear activations,
+  // pools, convolutions with stride and padding, layout changes, residual blocks.
+  const std::vector<Case> cases = {
+      {"tanh/gelu mlp", nn::Shape{4, 1, 1}, "linear(6),tanh,linear(5),gelu,linear(3)"},
+      {"relu mlp", nn::Shape{4, 1, 1}, "linear(6),relu,linear(5),leakyrelu(0.1),linear(3)"},
+      {"conv net", nn::Shape{2, 6, 6}, "conv(3,k=3,p=1),relu,maxpool(2),conv(2,k=2,s=1),sigmoid,avgpool(2),flatten,linear(3)"},
+      {"strided conv", nn::Shape{1, 5, 5}, "conv(2,k=3,s=2,p=1),gelu,flatten,linear(3)"},
+      {"residual", nn::Shape{4, 1, 1}, ""},
+      {"residual first", nn::Shape{4, 1, 1}, ""},
+  };
+  auto build = [](const Case& c) {
+    if (!c.arch.empty()) return nn::parse_arch<D, S>(c.in, c.arch);
+    Net m(c.in);  // residual blocks have no --arch syntax
+    nn::Residual<D, S> block;
+    if (std::string(c.name) == "residual") {
+      block.add(nn::Linear<D, S>(5)).add(nn::Tanh<D, S>()).add(nn::Linear<D, S>(5));
+      m.add(nn::Linear<D, S>(5)).add(std::move(block)).add(nn::ReLU<D, S>()).add(nn::Linear<D, S>(3));
+    } else {  // the block is the first layer: its input has no tangent, its parameters do
+      block.add(nn::Linear<D, S>(4)).add(nn::GELU<D, S>()).add(nn::Linear<D, S>(4));
+      m.add(std::move(block)).add(nn::Linear<D, S>(3));
+    }
+    return m;
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    Net m = build(c);
+    m.init(3);
+    REQUIRE(m.supports_jet2());
+    const Matrix<D> x = random_matrix(c.in.size(), 5, rng);
+    const auto y = labels(5, 3, rng);
+    const Matrix<D> v = random_matrix(m.num_params(), 4, rng);
+    const Matrix<D> hess = fd_hessian(m, CE{}, x, y);
+    const Vector<D> q = hessian_quadratic_forms(m, CE{}, x, y, v);
+    CHECK(rel_err(q, quadratic(hess, v)) < 1e-6);
+    const Matrix<D> t = random_matrix(3, 5, rng);  // MSE: Lambda = I, a different residual term
+    CHECK(rel_err(hessian_quadratic_forms(m, MSE{}, x, t, v), quadratic(fd_hessian(m, MSE{}, x, t), v)) < 1e-6);
+  }
+}
+
+TEST_CASE("Hessian quadratic forms equal the second derivative of the loss along the line", "[model][jet2]") {
+  // An independent check that needs no Hessian: d^2/dt^2 L(theta + t v) by central differences.
+  Rng rng(19);
+  Net m = tiny_cnn(4);
+  const Matrix<D> x = random_matrix(25, 6, rng);
+  const auto y = labels(6, 3, rng);
+  const Matrix<D> v = random_matrix(m.num_params(), 3, rng);
+  const Vector<D> q = hessian_quadratic_forms(m, CE{}, x, y, v);
+  const Vector<D> p0 = m.params();
+  const D h = 1e-4;
+  for (Index r = 0; r < v.cols(); ++r) {
+    auto at = [&](D t) {
+      m.set_params(p0 + t * v.col(r));
+      return loss_value(m, CE{}, x, y);
+    };
+    const D fd = (at(h) - 2 * at(0) + at(-h)) / (h * h);
+    CHECK(q(r) == Approx(fd).epsilon(1e-5));
+  }
+  m.set_params(p0);
+}
+
+TEST_CASE("Models without a second-order forward mode get Hessian quadratic forms from HVPs", "[model][jet2]") {
+  Rng rng(23);
+  Net m = nn::parse_arch<D, S>(nn::Shape{4, 1, 1}, "linear(5),batchnorm,tanh,linear(3)");
+  m.init(2);
+  m.set_training(true);
+  CHECK_FALSE(m.supports_jet2());
+  const Matrix<D> x = random_matrix(4, 6, rng);
+  const auto y = labels(6, 3, rng);
+  const Matrix<D> v = random_matrix(m.num_params(), 2, rng);
+  CHECK(rel_err(hessian_quadratic_forms(m, CE{}, x, y, v), quadratic(fd_hessian(m, CE{}, x, y), v)) < 1e-6);
+  CHECK_THROWS_WITH(m.jet2(x, v, [](const Matrix<D>&, const Matrix<D>&, const Matrix<D>&) {}),
+                    Catch::Contains("batchnorm") && Catch::Contains("second-order forward mode"));
+}
+
+TEST_CASE("The Hessian diagonal of a piecewise-linear network equals its GGN diagonal, and only then",
+          "[model][hessian-diagonal]") {
+  Rng rng(29);
+  struct Case {
+    const char* name;
+    nn::Shape in;
+    const char* arch;
+  };
+  const std::vector<Case> piecewise = {
+      {"relu mlp", nn::Shape{4, 1, 1}, "linear(6),relu,linear(5),leakyrelu(0.1),linear(3)"},
+      {"conv net", nn::Shape{2, 6, 6}, "conv(3,k=3,p=1),relu,maxpool(2),conv(2,k=2,s=1),avgpool(2),flatten,linear(3)"},
+      {"eval batchnorm", nn::Shape{4, 1, 1}, "linear(5),batchnorm,relu,linear(3)"},
+  };
+  for (const auto& c : piecewise) {
+    INFO(c.name);
+    Net m = nn::parse_arch<D, S>(c.in, c.arch);
+    m.init(5);
+    REQUIRE(m.piecewise_linear());
+    const Matrix<D> x = random_matrix(c.in.size(), 6, rng);
+    const auto y = labels(6, 3, rng);
+    // the reference: the diagonal of the finite-difference Hessian (no GGN involved)
+    CHECK(rel_err(hessian_diagonal(m, CE{}, x, y), Vector<D>(fd_hessian(m, CE{}, x, y).diagonal())) < 1e-6);
+    const Matrix<D> t = random_matrix(3, 6, rng);
+    CHECK(rel_err(hessian_diagonal(m, MSE{}, x, t), Vector<D>(fd_hessian(m, MSE{}, x, t).diagonal())) < 1e-6);
+  }
+  {  // a residual block of piecewise-linear layers keeps the property
+    Net m(nn::Shape{4, 1, 1});
+    nn::Residual<D, S> block;
+    block.add(nn::Linear<D, S>(4)).add(nn::ReLU<D, S>()).add(nn::Linear<D, S>(4));
+    m.add(nn::Linear<D, S>(4)).add(std::move(block)).add(nn::ReLU<D, S>()).add(nn::Linear<D, S>(3));
+    m.init(6);
+    REQUIRE(m.piecewise_linear());
+    const Matrix<D> x = random_matrix(4, 5, rng);
+    const auto y = labels(5, 3, rng);
+    CHECK(rel_err(hessian_diagonal(m, CE{}, x, y), Vector<D>(fd_hessian(m, CE{}, x, y).diagonal())) < 1e-6);
+  }
+  // With a curved layer the identity fails, and hessian_diagonal says so instead of answering.
+  for (const char* arch : {"linear(6),tanh,linear(3)", "linear(6),relu,linear(5),gelu,linear(3)"}) {
+    INFO(arch);
+    Net m = nn::parse_arch<D, S>(nn::Shape{4, 1, 1}, arch);
+    m.init(7);
+    CHECK_FALSE(m.piecewise_linear());
+    const Matrix<D> x = random_matrix(4, 6, rng);
+    const auto y = labels(6, 3, rng);
+    CHECK(rel_err(ggn_diagonal(m, CE{}, x, y), Vector<D>(fd_hessian(m, CE{}, x, y).diagonal())) > 1e-3);
+    CHECK_THROWS_WITH(hessian_diagonal(m, CE{}, x, y), Catch::Contains("hessian_diagonal") &&
+                                                          Catch::Contains(m.curved_layer()));
+  }
+  Net bn = nn::parse_arch<D, S>(nn::Shape{4, 1, 1}, "linear(5),batchnorm,relu,linear(3)");
+  bn.set_training(true);  // batch statistics: not piecewise linear
+  CHECK(bn.curved_layer().rfind("batchnorm", 0) == 0);
+  const Matrix<D> x = random_matrix(4, 6, rng);
+  CHECK_THROWS_AS(hessian_diagonal(bn, CE{}, x, labels(6, 3, rng)), UnsupportedError);
+}

@@ -280,3 +280,85 @@ TEST_CASE("One-sample views give H_i and G_i, and their mean is the batch operat
   const Matrix<D> j2 = exact_jacobian(m, x, 2);
   CHECK(rel_err(materialize(gm), j2.transpose() * j2) < 1e-9);
 }
+
+TEST_CASE("Quadratic forms of every curvature operator equal v' A v of independent dense matrices",
+          "[operators][quadratic]") {
+  Rng rng(71);
+  Net m = gelu_mlp(false, 72);
+  const Index n = 6, d = m.num_params();
+  const Matrix<D> x = random_matrix(4, n, rng);
+  const Labels y = labels(n, 3, rng);
+  const Matrix<D> v = random_matrix(d, 5, rng);
+  CE ce;
+  auto quad = [&](const Matrix<D>& a) { return Vector<D>((v.transpose() * a * v).diagonal()); };
+  Vector<D> q;
+  HessianOperator h(m, ce, x, y);
+  h.quadratic_forms(v, q);
+  CHECK(rel_err(q, quad(fd_hessian(m, ce, x, y))) < 1e-6);
+  GGNOperator g(m, ce, x, y);
+  g.quadratic_forms(v, q);
+  CHECK(rel_err(q, quad(dense_ggn(m, ce, x))) < 1e-12);
+  Matrix<D> ef = Matrix<D>::Zero(d, d);
+  for (Index i = 0; i < n; ++i) {
+    const Vector<D> gi = gradient_one(m, ce, x, i, y);
+    ef += gi * gi.transpose() / static_cast<D>(n);
+  }
+  EmpiricalFisherOperator e(m, ce, x, y);
+  e.quadratic_forms(v, q);
+  CHECK(rel_err(q, quad(ef)) < 1e-12);
+  MCFisherOperator mc(m, ce, x, std::uint64_t{5}, 2);
+  Matrix<D> fmc = Matrix<D>::Zero(d, d);
+  for (const Labels& ys : mc.sampled_labels())
+    for (Index i = 0; i < n; ++i) {
+      const Vector<D> gi = gradient_one(m, ce, x, i, ys);
+      fmc += gi * gi.transpose() / static_cast<D>(2 * n);
+    }
+  mc.quadratic_forms(v, q);
+  CHECK(rel_err(q, quad(fmc)) < 1e-12);
+  // wrappers pass them on: damping adds lambda ||v||^2, scaling multiplies, sums add
+  Damped damped(g, 0.5);
+  damped.quadratic_forms(v, q);
+  CHECK(rel_err(q, quad(dense_ggn(m, ce, x) + 0.5 * Matrix<D>::Identity(d, d))) < 1e-12);
+  Scaled scaled(h, -2.0);
+  scaled.quadratic_forms(v, q);
+  CHECK(rel_err(q, quad(-2.0 * fd_hessian(m, ce, x, y))) < 1e-6);
+  OperatorSum sum(g, e);
+  sum.quadratic_forms(v, q);
+  CHECK(rel_err(q, quad(dense_ggn(m, ce, x) + ef)) < 1e-12);
+  CHECK_THROWS_AS(h.quadratic_forms(Matrix<D>::Ones(d + 1, 2), q), ShapeError);
+}
+
+namespace {
+/// The Hessian operator without its quadratic_forms: Hutchinson must then take v'(H v).
+struct ApplyOnly {
+  using Scalar = D;
+  HessianOperator<Net, CE>* h;
+  Index dim() const { return h->dim(); }
+  void apply(const Matrix<D>& v, Matrix<D>& out) { h->apply(v, out); }
+};
+}  // namespace
+
+TEST_CASE("Hutchinson's trace by forward-mode quadratic forms equals the trace from H V, probe by probe",
+          "[operators][quadratic][hutchinson]") {
+  Rng rng(81);
+  for (bool relu : {false, true}) {
+    Net m = gelu_mlp(relu, 82);
+    const Matrix<D> x = random_matrix(4, 7, rng);
+    const Labels y = labels(7, 3, rng);
+    HessianOperator h(m, CE{}, x, y);
+    ApplyOnly plain{&h};
+    static_assert(QuadraticFormOperator<HessianOperator<Net, CE>> && !QuadraticFormOperator<ApplyOnly>);
+    HutchinsonOptions o;
+    o.max_probes = 40;
+    o.block_size = 16;
+    o.seed = 3;
+    const auto fast = hutchinson_trace(h, o), slow = hutchinson_trace(plain, o);
+    CHECK(fast.value == Approx(slow.value).epsilon(1e-10));
+    CHECK(fast.std_error == Approx(slow.std_error).epsilon(1e-8));
+    CHECK(fast.matvecs == slow.matvecs);
+    // and the diagonal S_R estimator (a trace of D^-1/2 H D^-1/2) the same way
+    const Vector<D> f = fisher_diagonal(m, CE{}, x, y);
+    CHECK(riemannian_sharpness_diagonal(h, f, 1e-3, o).value ==
+          Approx(riemannian_sharpness_diagonal(plain, f, 1e-3, o).value).epsilon(1e-10));
+  }
+}

@@ -183,6 +183,49 @@ void check_layer(LayerT& layer, nn::TensorSpec in, Index n, std::uint64_t seed, 
     }
   }
 
+  SECTION("jvp2 equals finite differences of the JVP along the curve (x + t rx + t^2/2 rrx, p + t v)") {
+    if (!layer.has_jvp2()) return;
+    const Index reps = 2;
+    Matrix<D> V(d, reps);
+    if (d) V = random_matrix(d, reps, rng);
+    const Matrix<D> rx2 = random_matrix(x.rows(), reps * x.cols(), rng);
+    const Matrix<D> rrx2 = random_matrix(x.rows(), reps * x.cols(), rng);
+    const Index xc = x.cols();
+    for (int with = 0; with < 4; ++with) {
+      const bool with_rx = with & 1, with_rrx = with & 2;
+      INFO("with rx: " << with_rx << ", with rrx: " << with_rrx);
+      // The reference, one replica at a time: the derivative at t = 0 of J(t) (rx + t rrx, v) by central
+      // differences of the layer's first-order jvp (itself checked against the forward pass above).
+      Matrix<D> ref(y.rows(), reps * y.cols());
+      for (Index r = 0; r < reps; ++r) {
+        const Matrix<D> rxr = with_rx ? Matrix<D>(rx2.middleCols(r * xc, xc)) : Matrix<D>::Zero(x.rows(), xc);
+        const Matrix<D> rrxr = with_rrx ? Matrix<D>(rrx2.middleCols(r * xc, xc)) : Matrix<D>::Zero(x.rows(), xc);
+        const Vector<D> vr = d ? Vector<D>(V.col(r)) : Vector<D>();
+        Matrix<D> side[2];
+        for (int k = 0; k < 2; ++k) {
+          const D t = k ? -h : h;
+          const Matrix<D> xt = x + t * rxr + (t * t / 2) * rrxr;
+          const Vector<D> pt = d ? Vector<D>(p + t * vr) : p;
+          const Matrix<D> tan = rxr + t * rrxr;
+          const Matrix<D> yt = L.forward(xt, pt);
+          layer.jvp(L.pass(pt, d ? vr.data() : nullptr), xt, yt, &tan, side[k]);
+        }
+        ref.middleCols(r * y.cols(), y.cols()) = (side[0] - side[1]) / (2 * h);
+      }
+      Matrix<D> ry, rry;
+      const Matrix<D> y0 = L.forward(x, p);
+      if (with_rx || d) layer.jvp(L.pass(p, d ? V.data() : nullptr, reps), x, y0, with_rx ? &rx2 : nullptr, ry);
+      const bool on = layer.jvp2(L.pass(p, d ? V.data() : nullptr, reps), x, y0, with_rx ? &rx2 : nullptr,
+                                 with_rrx ? &rrx2 : nullptr, rry);
+      if (on) {
+        CHECK(rel_err(rry, ref) < tol);
+      } else {
+        CHECK(ref.norm() < 1e-7 * (1 + y.norm()));  // "zero" must really be zero
+      }
+      if (with_rrx) CHECK(on);  // a second-order input tangent always reaches the output
+    }
+  }
+
   if (d == 0 || layer.couples_samples(train)) return;
 
   SECTION("per-sample reductions equal single-sample cotangents") {

@@ -52,6 +52,20 @@ concept HvpModel = JvpModel<M> && requires(M& m, const Matrix<scalar_of<M>>& x, 
   m.hvp(x, x, rop, Reduction::PerReplica, out, scalar_of<M>(1));
 };
 
+template <class T>
+using OutputJet = std::function<void(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&)>;
+
+/// Adds second-order forward (Taylor) mode: `jet2(x, V, fn)` calls fn(F, RF, RRF) with the outputs
+/// and their first and second derivatives along theta + t v_r, and `supports_jet2()` says whether
+/// it works for this instance. Optional: quadratic forms v'Hv (Hutchinson traces, S_R) use it to
+/// skip the backward pass, and fall back to HVPs without it.
+template <class M>
+concept Jet2Model = JvpModel<M> && requires(M& m, const M& cm, const Matrix<scalar_of<M>>& x,
+                                           OutputJet<scalar_of<M>> fn) {
+  { cm.supports_jet2() } -> std::convertible_to<bool>;
+  m.jet2(x, x, fn);
+};
+
 /// A loss ell(y, f) on K x N outputs: per-sample values, the output gradient, products with the
 /// output Hessian Lambda_i, its symmetric factor S_i (S_i S_i^T = Lambda_i, K x K per sample,
 /// returned as K replicas: column c*N + i is S_i e_c), and labels sampled from the model's

@@ -16,6 +16,7 @@
 #include "curvature/estimators/estimate.hpp"
 #include "curvature/estimators/probes.hpp"
 #include "curvature/operators/linear_operator.hpp"
+#include "curvature/operators/quadratic_forms.hpp"
 
 namespace curvature {
 
@@ -41,28 +42,39 @@ inline void check_hutchinson_options(const HutchinsonOptions& o, const char* fn)
                           " exceeds max_probes = ", o.max_probes);
 }
 
-/// The probe loop shared by the three estimators: draws blocks of probes, applies the operator
-/// once per block and feeds probe j of the block to `sample(v, av, j)`, which adds it to `acc`.
-/// Returns {matvecs, converged}.
-template <LinearOperator A, class Acc, class Sample>
-std::pair<Index, bool> hutchinson_loop(A& op, const HutchinsonOptions& o, Acc& acc, Sample&& sample,
-                                       const char* fn) {
+/// The probe loop shared by the estimators: draws blocks of probes, calls `block(v)` once per
+/// block (one operator application) and feeds probe j of the block to `sample(v, j)`, which adds
+/// it to `acc`. Returns {matvecs, converged}.
+template <LinearOperator A, class Acc, class Block, class Sample>
+std::pair<Index, bool> probe_loop(A& op, const HutchinsonOptions& o, Acc& acc, Block&& block, Sample&& sample,
+                                  const char* fn) {
   using T = typename A::Scalar;
   const Index d = checked_dim(op, fn);
-  Matrix<T> v, av;
+  Matrix<T> v;
   Index matvecs = 0;
   for (Index first = 0; first < o.max_probes; first += o.block_size) {
     const Index m = std::min(o.block_size, o.max_probes - first);
     v.resize(d, m);
     fill_probes(v, o.probe, o.seed, first);
-    apply_checked(op, v, av, fn);
+    block(v);
     matvecs += m;
     for (Index j = 0; j < m; ++j) {
-      sample(v, av, j);
+      sample(v, j);
       if (o.rel_tol > 0 && acc.n >= o.min_probes && acc.met(o.rel_tol)) return {matvecs, true};
     }
   }
   return {matvecs, o.rel_tol == 0};
+}
+
+/// probe_loop with A V per block: `sample(v, av, j)`.
+template <LinearOperator A, class Acc, class Sample>
+std::pair<Index, bool> hutchinson_loop(A& op, const HutchinsonOptions& o, Acc& acc, Sample&& sample,
+                                       const char* fn) {
+  using T = typename A::Scalar;
+  Matrix<T> av;
+  return probe_loop(
+      op, o, acc, [&](const Matrix<T>& v) { apply_checked(op, v, av, fn); },
+      [&](const Matrix<T>& v, Index j) { sample(v, av, j); }, fn);
 }
 
 /// An Estimate from a scalar accumulator.
@@ -74,15 +86,24 @@ Estimate<T> to_estimate(const Welford<T>& acc, std::pair<Index, bool> run) {
 }  // namespace detail
 
 /// tr(A) by Hutchinson's estimator (SPEC 2). Cost: `matvecs` = probes drawn (one block of
-/// `block_size` columns per application). Throws ValueError for bad options or dim() < 1.
+/// `block_size` columns per application). A QuadraticFormOperator gives v_k' A v_k directly (the
+/// Hessian by second-order forward mode, Fishers by one JVP); the values are the same as from
+/// A V to rounding. Throws ValueError for bad options or dim() < 1.
 template <LinearOperator A>
 Estimate<typename A::Scalar> hutchinson_trace(A& op, const HutchinsonOptions& options = {}) {
   using T = typename A::Scalar;
   detail::check_hutchinson_options(options, "hutchinson_trace");
   detail::Welford<T> acc;
-  auto run = detail::hutchinson_loop(
-      op, options, acc, [&](const Matrix<T>& v, const Matrix<T>& av, Index j) { acc.add(v.col(j).dot(av.col(j))); },
-      "hutchinson_trace");
+  Vector<T> q;
+  Matrix<T> av;
+  auto run = detail::probe_loop(
+      op, options, acc,
+      [&](const Matrix<T>& v) {
+        detail::block_quadratic_forms(op, v, q, av, "hutchinson_trace");
+        CURVATURE_CHECK_VALUE(q.allFinite(), "hutchinson_trace: the operator returned non-finite values (NaN or Inf) "
+                              "for a block of ", v.cols(), " vectors");
+      },
+      [&](const Matrix<T>&, Index j) { acc.add(q(j)); }, "hutchinson_trace");
   return detail::to_estimate(acc, run);
 }
 
@@ -101,7 +122,7 @@ Estimate<typename A::Scalar> frobenius_norm_squared(A& op, const HutchinsonOptio
 
 /// diag(A) ~ (1/m) sum_k v_k (.) A v_k (SPEC 2) with a standard error per coordinate. The
 /// adaptive stop asks ||std_error||_2 <= rel_tol ||value||_2. With the same options it sees the
-/// same probes as hutchinson_trace, so value.sum() equals that trace estimate.
+/// same probes as hutchinson_trace, so value.sum() equals that trace estimate (to rounding).
 template <LinearOperator A>
 DiagonalEstimate<typename A::Scalar> hutchinson_diagonal(A& op, const HutchinsonOptions& options = {}) {
   using T = typename A::Scalar;

@@ -67,6 +67,12 @@ class DiagonallyScaled {
     a_->apply(s_.asDiagonal() * v, buf_);
     out.noalias() = s_.asDiagonal() * buf_;
   }
+  /// q_r = (D^-1/2 v_r)' A (D^-1/2 v_r), when A gives quadratic forms (the Hessian by forward mode).
+  void quadratic_forms(const Matrix<Scalar>& v, Vector<Scalar>& q)
+    requires QuadraticFormOperator<A>
+  {
+    a_->quadratic_forms(s_.asDiagonal() * v, q);
+  }
 
  private:
   A* a_;

@@ -1,6 +1,8 @@
 #pragma once
 // Derivatives of the mean loss L = (1/N) sum_i ell(y_i, f(x_i)) for any model and loss that
 // model the concepts (SPEC sections 0-1). Each function is one forward and one backward pass.
+#include <string>
+
 #include "curvature/core/concepts.hpp"
 #include "curvature/core/error.hpp"
 
@@ -79,6 +81,39 @@ Matrix<scalar_of<M>> hvp(M& m, const L& loss, const Matrix<scalar_of<M>>& x, con
   return out;
 }
 
+/// Exact quadratic forms v_r' H v_r of the Hessian of the mean loss for the columns of the d x m
+/// block V. A Jet2Model whose layers all have a second-order forward mode gives them by one Taylor
+/// pass, d^2/dt^2 L(theta + t v) = (1/N) sum_i (J_i v)' Lambda_i (J_i v) + grad_f ell_i' (d^2 f_i/dt^2),
+/// without a backward pass; other HvpModels by v_r' (H v_r).
+template <Model M, Loss L>
+Vector<scalar_of<M>> hessian_quadratic_forms(M& m, const L& loss, const Matrix<scalar_of<M>>& x,
+                                             const typename L::Targets& y, const Matrix<scalar_of<M>>& v) {
+  using T = scalar_of<M>;
+  static_assert(HvpModel<M> || Jet2Model<M>, "hessian_quadratic_forms needs an HvpModel or a Jet2Model");
+  detail::check_batch(m, loss, x, y, "hessian_quadratic_forms");
+  const Index n = x.cols(), reps = v.cols();
+  const T inv_n = T(1) / static_cast<T>(n);
+  if constexpr (Jet2Model<M>) {
+    if (m.supports_jet2()) {
+      Vector<T> q(reps);
+      m.jet2(x, v, [&](const Matrix<T>& f, const Matrix<T>& rf, const Matrix<T>& rrf) {
+        const Matrix<T> g = loss.gradient(f, y);
+        const Matrix<T> hrf = loss.hessian_product(f, y, rf);
+        for (Index r = 0; r < reps; ++r)
+          q(r) = (rf.middleCols(r * n, n).cwiseProduct(hrf.middleCols(r * n, n)).sum() +
+                  g.cwiseProduct(rrf.middleCols(r * n, n)).sum()) * inv_n;
+      });
+      return q;
+    }
+  }
+  if constexpr (HvpModel<M>) {
+    return hvp(m, loss, x, y, v).cwiseProduct(v).colwise().sum().transpose();
+  } else {
+    throw UnsupportedError("hessian_quadratic_forms: the model's layers have no second-order forward mode "
+                           "and the model has no hvp");
+  }
+}
+
 /// Per-sample products H_i v_r (H_i = Hessian of ell_i): column r*N + i of `out` (d x m*N).
 template <Model M, Loss L>
 void per_sample_hvp(M& m, const L& loss, const Matrix<scalar_of<M>>& x, const typename L::Targets& y,
@@ -110,6 +145,28 @@ Vector<scalar_of<M>> ggn_diagonal(M& m, const L& loss, const Matrix<scalar_of<M>
 template <Model M, Loss L>
 Vector<scalar_of<M>> fisher_diagonal(M& m, const L& loss, const Matrix<scalar_of<M>>& x,
                                      const typename L::Targets& y) {
+  return ggn_diagonal(m, loss, x, y);
+}
+
+/// Exact Hessian diagonal of a network that is piecewise linear in its input and affine in each
+/// single parameter at every layer (ReLU/LeakyReLU networks of Linear, Conv2d, pooling and eval-mode
+/// BatchNorm; Sequential::piecewise_linear()). Then f is piecewise linear in each theta_j, so the
+/// residual term sum_c dL/df_c d^2 f_c/d theta_j^2 of H_jj vanishes almost everywhere and
+/// diag(H) = diag(GGN) (SPEC 1): the exact diagonal at the cost of ggn_diagonal, with no probes.
+/// For such networks with cross-entropy, also H_jj = F_jj (true Fisher). Throws UnsupportedError
+/// naming the first curved layer otherwise (use hutchinson_diagonal on a HessianOperator).
+template <Model M, Loss L>
+Vector<scalar_of<M>> hessian_diagonal(M& m, const L& loss, const Matrix<scalar_of<M>>& x,
+                                      const typename L::Targets& y) {
+  static_assert(requires { { m.curved_layer() } -> std::convertible_to<std::string>; },
+                "hessian_diagonal needs a model that names its first non-piecewise-linear layer: give it "
+                "curved_layer() (\"\" when every layer is piecewise linear)");
+  const std::string curved = m.curved_layer();
+  if (!curved.empty())
+    throw UnsupportedError("hessian_diagonal: exact only for piecewise-linear networks (ReLU, LeakyReLU, pooling, "
+                           "Linear, Conv2d, eval-mode BatchNorm); layer " + curved +
+                           " is not, so d^2 f/d theta_j^2 != 0: estimate the diagonal with hutchinson_diagonal "
+                           "on a HessianOperator");
   return ggn_diagonal(m, loss, x, y);
 }
 

@@ -46,6 +46,7 @@ class Elementwise : public Layer<T, B> {
   explicit Elementwise(std::string name, F f = {}) : name_(std::move(name)), f_(f) {}
   std::string name() const override { return name_; }
   TensorSpec bind(const TensorSpec& in) override { return this->out_ = this->in_ = in; }
+  bool piecewise_linear(bool) const override { return F::piecewise_linear; }
 
   void forward(const Pass<T>&, const Matrix<T>& x, Matrix<T>& y) override {
     y.resize(x.rows(), x.cols());
@@ -81,6 +82,25 @@ class Elementwise : public Layer<T, B> {
         each(m, [&](Index k) { o[k] = rg[k] * f_.d1(xs[k], ys[k]) + g[k] * f_.d2(xs[k], ys[k]) * rxs[k]; });
       }
     }
+  }
+
+  bool has_jvp2() const override { return true; }
+  /// rry = s'(x) rrx + s''(x) rx^2 (the second term vanishes for piecewise-linear s).
+  bool jvp2(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>& y, const Matrix<T>* rx, const Matrix<T>* rrx,
+            Matrix<T>& rry) override {
+    const bool curved = !F::piecewise_linear && rx;
+    if (!rrx && !curved) return false;
+    const Index m = x.size();
+    rry.resize(x.rows(), a.reps * x.cols());
+    for (Index r = 0; r < a.reps; ++r) {
+      const T* xs = x.data(); const T* ys = y.data(); T* o = rry.data() + r * m;
+      const T* rr = rrx ? rrx->data() + r * m : nullptr;
+      const T* t = curved ? rx->data() + r * m : nullptr;
+      if (rr && t) each(m, [&](Index k) { o[k] = f_.d1(xs[k], ys[k]) * rr[k] + f_.d2(xs[k], ys[k]) * t[k] * t[k]; });
+      else if (rr) each(m, [&](Index k) { o[k] = f_.d1(xs[k], ys[k]) * rr[k]; });
+      else each(m, [&](Index k) { o[k] = f_.d2(xs[k], ys[k]) * t[k] * t[k]; });
+    }
+    return true;
   }
 
  private:

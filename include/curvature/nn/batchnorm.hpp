@@ -133,6 +133,9 @@ class BatchNorm final : public Layer<T, B> {
     VectorMap<T>(p + channels(), channels()).setZero();
   }
   bool couples_samples(bool train) const override { return train; }
+  /// Eval mode is affine in the input and in each of gamma, beta; training mode normalises by the
+  /// batch's own statistics, which is not.
+  bool piecewise_linear(bool train) const override { return !train; }
 
   Index channels() const { return this->in_.shape.c; }
   double eps() const { return eps_; }

@@ -41,6 +41,7 @@ class Conv2d final : public Layer<T, B> {
   }
 
   Index num_params() const override { return ckk_ * cout_ + cout_; }
+  bool piecewise_linear(bool) const override { return true; }
 
   /// PyTorch's default: weight and bias uniform in +-1/sqrt(C*k*k).
   void init(T* p, Rng& rng) const override {
@@ -94,6 +95,29 @@ class Conv2d final : public Layer<T, B> {
     const detail::ConvDims d = dims(a.n, a.reps);
     if (rx) detail::conv_param_grad<T>(this->bk_, *sink, d, {{&rdy, &cols}, {&dy, &tangent_cols(*rx, a.reps, a.n), false}});
     else detail::conv_param_grad<T>(this->bk_, *sink, d, {{&rdy, &cols}});
+  }
+
+  bool has_jvp2() const override { return true; }
+  /// rry_r = conv(rrx_r; W) + 2 conv(rx_r; V_r) (y is bilinear in (W, x); the bias enters linearly).
+  bool jvp2(const Pass<T>& a, const Matrix<T>&, const Matrix<T>&, const Matrix<T>* rx, const Matrix<T>* rrx,
+            Matrix<T>& rry) override {
+    const bool cross = rx && a.v;
+    if (!rrx && !cross) return false;
+    const Index rows = a.n * ho_ * wo_;
+    rry.resize(rows, a.reps * cout_);
+    if (rrx) {
+      rrcols_.resize(rows, a.reps * ckk_);
+      const Index rrx_reps = rrx->cols() / this->in_.shape.c;
+      for (Index r = 0; r < a.reps; ++r)
+        im2col_block(*rrx, rrx_reps == 1 ? 0 : r, a.n, rrcols_.data() + r * rows * ckk_);
+    }
+    const Matrix<T>* tc = cross ? &tangent_cols(*rx, a.reps, a.n) : nullptr;
+    for (Index r = 0; r < a.reps; ++r) {
+      auto blk = rry.middleCols(r * cout_, cout_);
+      if (rrx) this->bk_.gemm(blk, rrcols_.middleCols(r * ckk_, ckk_), weight_t(a.p), T(1), false);
+      if (cross) this->bk_.gemm(blk, tc->middleCols(r * ckk_, ckk_), weight_t(a.vr(r)), T(2), rrx != nullptr);
+    }
+    return true;
   }
 
   Index out_channels() const { return cout_; }
@@ -246,6 +270,7 @@ class Conv2d final : public Layer<T, B> {
   Index cout_, k_, s_, pad_;
   Index ho_ = 0, wo_ = 0, ckk_ = 0;
   Matrix<T> cols_, rcols_;        // im2col of the last input and of its tangents
+  Matrix<T> rrcols_;              // im2col of the second-order tangents (jvp2)
   Vector<T> dcols_;               // one chunk of dy W for the input gradient
   const T* cols_of_ = nullptr;    // which input cols_ belongs to
   const T* rcols_of_ = nullptr;   // which tangent rcols_ belongs to

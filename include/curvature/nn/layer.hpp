@@ -88,6 +88,11 @@ class Layer {
   virtual void init(T* /*p*/, Rng& /*rng*/) const {}
   /// True when samples are coupled (BatchNorm in training mode): no per-sample quantities.
   virtual bool couples_samples(bool /*train*/) const { return false; }
+  /// True when the output is piecewise linear in the input and affine in each single parameter of
+  /// the layer (Linear, Conv2d, ReLU, LeakyReLU, pooling, layout changes, BatchNorm in eval mode).
+  /// A network of such layers has d^2 f / d theta_j^2 = 0 almost everywhere, so the diagonal of its
+  /// Hessian equals the diagonal of its GGN exactly (curvature::hessian_diagonal).
+  virtual bool piecewise_linear(bool /*train*/) const { return false; }
 
   /// y = f(x).
   virtual void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) = 0;
@@ -105,6 +110,18 @@ class Layer {
   virtual void backward_r(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>& y, const Matrix<T>* rx,
                           const Matrix<T>* ry, const Matrix<T>& dy, const Matrix<T>& rdy, Matrix<T>* rdx,
                           const Sink<T>* sink) = 0;
+  /// Whether the layer implements jvp2 (second-order forward mode).
+  virtual bool has_jvp2() const { return false; }
+  /// Second-order forward (Taylor) mode along theta + t v, for a.reps directions: given the first
+  /// and second t-derivatives rx, rrx of the input (null means zero), sets rry to the second
+  /// t-derivative of the output,
+  ///   rry = J_x rrx + D2_xx[rx, rx] + 2 D2_x,theta[rx, v] + D2_theta,theta[v, v],
+  /// and returns true, or returns false (rry untouched) when it is zero. Called after jvp with the
+  /// same pass, x, y and rx (layers may reuse what jvp computed for rx, as backward_r does).
+  virtual bool jvp2(const Pass<T>& /*a*/, const Matrix<T>& /*x*/, const Matrix<T>& /*y*/, const Matrix<T>* /*rx*/,
+                    const Matrix<T>* /*rrx*/, Matrix<T>& /*rry*/) {
+    throw UnsupportedError(name() + ": no second-order forward mode (jvp2)");
+  }
 
  /// The backend the layer runs its loops and products on (set by Sequential).
   void set_backend(const B& b) { bk_ = b; }

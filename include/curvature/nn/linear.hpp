@@ -27,6 +27,7 @@ class Linear final : public Layer<T, B> {
   }
 
   Index num_params() const override { return kout_ * kin_ + kout_; }
+  bool piecewise_linear(bool) const override { return true; }
 
   /// PyTorch's default: kaiming_uniform(a = sqrt 5) for W and U(-1/sqrt(in), 1/sqrt(in)) for b,
   /// i.e. both uniform in +-1/sqrt(in).
@@ -80,6 +81,23 @@ class Linear final : public Layer<T, B> {
     if (!sink) return;  // R(dW) = R(dy) x^T + dy R(x)^T
     if (rx) detail::dense_param_grad<T>(this->bk_, *sink, n, a.reps, {{&rdy, &x}, {&dy, rx, false}});
     else detail::dense_param_grad<T>(this->bk_, *sink, n, a.reps, {{&rdy, &x}});
+  }
+
+  bool has_jvp2() const override { return true; }
+  /// rry_r = W rrx_r + 2 V_r rx_r (y is bilinear in (W, x); the bias enters linearly).
+  bool jvp2(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>& /*y*/, const Matrix<T>* rx, const Matrix<T>* rrx,
+            Matrix<T>& rry) override {
+    const Index n = x.cols();
+    const bool cross = rx && a.v;
+    if (!rrx && !cross) return false;
+    rry.resize(kout_, a.reps * n);
+    if (rrx) this->bk_.gemm(rry, weight(a.p), *rrx, T(1), false);
+    if (cross)
+      for (Index r = 0; r < a.reps; ++r) {
+        auto blk = rry.middleCols(r * n, n);
+        this->bk_.gemm(blk, weight(a.vr(r)), replica(*rx, r, n), T(2), rrx != nullptr);
+      }
+    return true;
   }
 
   Index in_features() const { return kin_; }

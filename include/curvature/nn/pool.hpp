@@ -20,6 +20,7 @@ class PoolBase : public Layer<T, B> {
   }
   std::string name() const override { return curvature::detail::cat(kind_, "(", k_, ",s=", s_, ")"); }
   std::optional<Layout> required_layout() const override { return Layout::Channels; }
+  bool piecewise_linear(bool) const override { return true; }
   TensorSpec bind(const TensorSpec& in) override {
     const Shape s = in.shape;
     CURVATURE_CHECK_SHAPE(s.c >= 1 && s.h >= 1 && s.w >= 1, name(), ": input ", s.str(), " is not an image");
@@ -41,6 +42,14 @@ class PoolBase : public Layer<T, B> {
   void backward_r(const Pass<T>& a, const Matrix<T>&, const Matrix<T>&, const Matrix<T>*, const Matrix<T>*,
                   const Matrix<T>&, const Matrix<T>& rdy, Matrix<T>* rdx, const Sink<T>*) override {
     if (rdx) apply_transpose(a.n, rdy, *rdx);
+  }
+  bool has_jvp2() const override { return true; }
+  /// Piecewise linear: rry = the pooling map (window choices of the forward pass) of rrx.
+  bool jvp2(const Pass<T>& a, const Matrix<T>&, const Matrix<T>&, const Matrix<T>*, const Matrix<T>* rrx,
+            Matrix<T>& rry) override {
+    if (!rrx) return false;
+    apply(a.n, *rrx, rry);
+    return true;
   }
 
  protected:

@@ -12,6 +12,7 @@ class Relayout final : public Layer<T, B> {
  public:
   explicit Relayout(Layout to) : to_(to) {}
   std::string name() const override { return to_ == Layout::Channels ? "to_channels" : "to_features"; }
+  bool piecewise_linear(bool) const override { return true; }
   TensorSpec bind(const TensorSpec& in) override {
     this->in_ = in;
     this->out_ = TensorSpec{in.shape, to_};
@@ -28,6 +29,14 @@ class Relayout final : public Layer<T, B> {
   void backward_r(const Pass<T>& a, const Matrix<T>&, const Matrix<T>&, const Matrix<T>*, const Matrix<T>*,
                   const Matrix<T>&, const Matrix<T>& rdy, Matrix<T>* rdx, const Sink<T>*) override {
     if (rdx) convert(a, rdy, *rdx, other());
+  }
+  bool has_jvp2() const override { return true; }
+  /// Linear: rry = the same map of rrx.
+  bool jvp2(const Pass<T>& a, const Matrix<T>&, const Matrix<T>&, const Matrix<T>*, const Matrix<T>* rrx,
+            Matrix<T>& rry) override {
+    if (!rrx) return false;
+    convert(a, *rrx, rry, to_);
+    return true;
   }
 
  private:
@@ -62,6 +71,7 @@ template <Scalar T, class B = DefaultBackend>
 class Flatten final : public Layer<T, B> {
  public:
   std::string name() const override { return "flatten"; }
+  bool piecewise_linear(bool) const override { return true; }
   std::optional<Layout> required_layout() const override { return Layout::Features; }
   TensorSpec bind(const TensorSpec& in) override {
     this->in_ = in;
@@ -79,6 +89,13 @@ class Flatten final : public Layer<T, B> {
   void backward_r(const Pass<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>*, const Matrix<T>*,
                   const Matrix<T>&, const Matrix<T>& rdy, Matrix<T>* rdx, const Sink<T>*) override {
     if (rdx) *rdx = rdy;
+  }
+  bool has_jvp2() const override { return true; }
+  bool jvp2(const Pass<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>*, const Matrix<T>* rrx,
+            Matrix<T>& rry) override {
+    if (!rrx) return false;
+    rry = *rrx;
+    return true;
   }
 };
 

@@ -11,6 +11,7 @@
 // a later call with a different input or parameters (possible outside Sequential) recomputes them.
 // backward_r recomputes the inner tangents (one JVP of g) since the layer interface passes only
 // the block's own tangents.
+#include <algorithm>
 #include <concepts>
 #include <cstring>
 #include <memory>
@@ -84,6 +85,9 @@ class Residual final : public Layer<T, B> {
       if (l->couples_samples(train)) return true;
     return false;
   }
+  bool piecewise_linear(bool train) const override {
+    return std::all_of(user_.begin(), user_.end(), [&](const LayerPtr& l) { return l->piecewise_linear(train); });
+  }
   Index num_inner() const { return static_cast<Index>(user_.size()); }
 
   void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override {
@@ -133,6 +137,31 @@ class Residual final : public Layer<T, B> {
       std::swap(rg, rgx);
     }
     if (rdx) *rdx = rdy + rgx;
+  }
+
+  bool has_jvp2() const override {
+    return std::all_of(chain_.begin(), chain_.end(), [](const Layer<T, B>* l) { return l->has_jvp2(); });
+  }
+  /// rry = rrx + the inner chain's second-order tangent.
+  bool jvp2(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>&, const Matrix<T>* rx, const Matrix<T>* rrx,
+            Matrix<T>& rry) override {
+    refresh(a, x);
+    run_jvp(a, x, rx);
+    rracts_.resize(chain_.size());
+    std::vector<bool> on(chain_.size(), false);
+    for (Index k = 0; k < size(); ++k) {
+      const Matrix<T>* rin = k == 0 ? rx : (active_[k - 1] ? &racts_[k - 1] : nullptr);
+      const Matrix<T>* rrin = k == 0 ? rrx : (on[k - 1] ? &rracts_[k - 1] : nullptr);
+      if (!rin && !rrin && (chain_[k]->num_params() == 0 || !a.v)) continue;
+      on[k] = chain_[k]->jvp2(pass(a, k, a.reps, a.v), input(k, x), acts_[k], rin, rrin, rracts_[k]);
+    }
+    if (!on.back() && !rrx) return false;
+    const Index m = x.size();
+    if (on.back()) rry = rracts_.back();
+    else rry = Matrix<T>::Zero(this->out_.rows(a.n), a.reps * this->out_.cols(a.n));
+    if (rrx)
+      for (Index r = 0; r < a.reps; ++r) VectorMap<T>(rry.data() + r * m, m) += ConstVectorMap<T>(rep(*rrx, r, m), m);
+    return true;
   }
 
  private:
@@ -197,7 +226,7 @@ class Residual final : public Layer<T, B> {
   std::vector<Layer<T, B>*> chain_;  ///< user layers with the layout changes between them
   std::vector<Index> offsets_;
   Index num_params_ = 0;
-  std::vector<Matrix<T>> acts_, racts_;
+  std::vector<Matrix<T>> acts_, racts_, rracts_;
   std::vector<bool> active_;
   Matrix<T> cache_x_;
   Vector<T> cache_p_;

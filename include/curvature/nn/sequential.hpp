@@ -91,6 +91,15 @@ class Sequential {
   bool couples_samples() const {
     return std::any_of(layers_.begin(), layers_.end(), [&](const LayerPtr& l) { return l->couples_samples(train_); });
   }
+  /// The first layer (in the current mode) that is not piecewise linear in its input and affine in
+  /// each parameter (Layer::piecewise_linear), or "" when there is none.
+  std::string curved_layer() const {
+    for (const auto& l : layers_)
+      if (!l->piecewise_linear(train_)) return l->name();
+    return "";
+  }
+  /// True when every layer is piecewise linear (Layer::piecewise_linear): then diag(H) = diag(GGN).
+  bool piecewise_linear() const { return curved_layer().empty(); }
   /// The architecture in curvature-probe's --arch syntax.
   std::string describe() const {
     std::string s;
@@ -176,6 +185,40 @@ class Sequential {
       if (!need_dx) break;
       layers_[l]->backward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l], dys_[l], &dys_[l - 1], nullptr);
     }
+  }
+
+  /// True when every layer has a second-order forward mode (jvp2), so jet2 works.
+  bool supports_jet2() const {
+    return std::all_of(layers_.begin(), layers_.end(), [](const LayerPtr& l) { return l->has_jvp2(); });
+  }
+
+  /// Second-order forward (Taylor) mode along the curves theta + t v_r for the columns of the d x m
+  /// block V: one forward pass, the JVP, then the second t-derivatives layer by layer; calls
+  /// `fn(F, RF, RRF)` with the outputs F (K x N), their first and second t-derivatives (K x m*N,
+  /// replica r for v_r). With the loss, d^2/dt^2 ell(f_i) = RF' Lambda_i RF + grad ell_i' RRF is
+  /// v_r' H_i v_r without a backward pass (about half the products of an HVP on the MLP).
+  /// Throws UnsupportedError unless supports_jet2().
+  template <class Fn>
+  void jet2(const Matrix<T>& x, const Matrix<T>& v, Fn&& fn) {
+    if (!supports_jet2()) {
+      for (const auto& l : layers_)
+        if (!l->has_jvp2())
+          throw UnsupportedError("Sequential::jet2: layer " + l->name() + " has no second-order forward mode");
+    }
+    run_forward(x);
+    run_jvp(x, v);
+    const Index n = x.cols(), m = v.cols();
+    rracts_.resize(layers_.size());
+    std::vector<bool> on(layers_.size(), false);
+    for (Index l = 0; l < num_layers(); ++l) {
+      const Matrix<T>* rx = (l > 0 && active_[l - 1]) ? &racts_[l - 1] : nullptr;
+      const Matrix<T>* rrx = (l > 0 && on[l - 1]) ? &rracts_[l - 1] : nullptr;
+      if (!rx && !rrx && layers_[l]->num_params() == 0) continue;
+      on[l] = layers_[l]->jvp2(pass(l, n, m, v.data(), v.rows()), input(l, x), acts_[l], rx, rrx, rracts_[l]);
+    }
+    if (!active_.back()) rf_.setZero(output_size(), m * n);
+    if (!on.back()) rrf_.setZero(output_size(), m * n);
+    fn(acts_.back(), active_.back() ? racts_.back() : rf_, on.back() ? rracts_.back() : rrf_);
   }
 
  private:
@@ -264,9 +307,9 @@ class Sequential {
   std::vector<Index> offsets_;
   Vector<T> params_;
   bool train_ = false;
-  std::vector<Matrix<T>> acts_, racts_;
+  std::vector<Matrix<T>> acts_, racts_, rracts_;  // outputs, their tangents and second-order tangents
   std::vector<Matrix<T>> dys_, rdys_;  // cotangent (and its R-derivative) of each layer's output
-  Matrix<T> rf_;                       // zero output tangent when no layer depends on V
+  Matrix<T> rf_, rrf_;                 // zero output tangents when no layer depends on V
   std::vector<bool> active_;
 };
 

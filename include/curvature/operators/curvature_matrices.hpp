@@ -46,6 +46,12 @@ namespace detail {
 template <class X>
 concept TemporaryArg = std::is_rvalue_reference_v<X&&>;
 
+template <class T>
+void check_quadratic_block(const Matrix<T>& v, Index d, const char* fn) {
+  CURVATURE_CHECK_SHAPE(v.rows() == d, fn, ": V has ", v.rows(), " rows but the operator acts on d = ", d,
+                        " parameters");
+}
+
 /// Model (by reference), loss (by value) and inputs (by reference) of a batch operator.
 template <Model M, Loss L>
 class BatchOperatorBase {
@@ -102,6 +108,13 @@ class HessianOperator : public detail::BatchOperatorBase<M, L> {
     if (detail::empty_block(v, this->dim(), out)) return;
     detail::apply_hessian(*this->m_, this->loss_, *this->x_, *y_, v, out, this->inv_n());
   }
+  /// q_r = v_r' H v_r (q resized to m): by second-order forward mode when the model has it (no
+  /// backward pass; curvature::hessian_quadratic_forms), else from H V.
+  void quadratic_forms(const Matrix<Scalar>& v, Vector<Scalar>& q) {
+    detail::check_quadratic_block(v, this->dim(), "HessianOperator::quadratic_forms");
+    if (v.cols() == 0) { q.resize(0); return; }
+    q = hessian_quadratic_forms(*this->m_, this->loss_, *this->x_, *y_, v);
+  }
 
  private:
   const Targets* y_;
@@ -135,6 +148,12 @@ class GGNOperator : public detail::BatchOperatorBase<M, L> {
     detail::check_block(v, out, this->dim(), "GGNOperator::apply");
     if (detail::empty_block(v, this->dim(), out)) return;
     detail::apply_ggn(*this->m_, this->loss_, *this->x_, *y_, v, out, this->inv_n());
+  }
+  /// q_r = v_r' G v_r = (1/N) sum_i (J_i v_r)' Lambda_i (J_i v_r) from one JVP (no backward pass).
+  void quadratic_forms(const Matrix<Scalar>& v, Vector<Scalar>& q) {
+    detail::check_quadratic_block(v, this->dim(), "GGNOperator::quadratic_forms");
+    if (v.cols() == 0) { q.resize(0); return; }
+    detail::ggn_quadratic_forms(*this->m_, this->loss_, *this->x_, *y_, v, q, this->inv_n());
   }
 
  private:
@@ -189,6 +208,13 @@ class EmpiricalFisherOperator : public detail::BatchOperatorBase<M, L> {
     detail::apply_gradient_outer(*this->m_, this->loss_, *this->x_, std::span<const Targets>(y_, 1), v, out,
                                  this->inv_n());
   }
+  /// q_r = v_r' EF v_r = (1/N) sum_i (g_i' v_r)^2 from one JVP (no backward pass).
+  void quadratic_forms(const Matrix<Scalar>& v, Vector<Scalar>& q) {
+    detail::check_quadratic_block(v, this->dim(), "EmpiricalFisherOperator::quadratic_forms");
+    if (v.cols() == 0) { q.resize(0); return; }
+    detail::gradient_outer_quadratic_forms(*this->m_, this->loss_, *this->x_, std::span<const Targets>(y_, 1), v, q,
+                                           this->inv_n());
+  }
 
  private:
   const Targets* y_;
@@ -237,6 +263,13 @@ class MCFisherOperator : public detail::BatchOperatorBase<M, L> {
     detail::apply_gradient_outer(*this->m_, this->loss_, *this->x_, std::span<const Targets>(labels_), v, out,
                                  this->inv_n() / static_cast<Scalar>(draws()));
   }
+  /// q_r = v_r' F_mc v_r = (1/(N S)) sum_{i,s} (g~_is' v_r)^2 from one JVP (no backward pass).
+  void quadratic_forms(const Matrix<Scalar>& v, Vector<Scalar>& q) {
+    detail::check_quadratic_block(v, this->dim(), "MCFisherOperator::quadratic_forms");
+    if (v.cols() == 0) { q.resize(0); return; }
+    detail::gradient_outer_quadratic_forms(*this->m_, this->loss_, *this->x_, std::span<const Targets>(labels_), v,
+                                           q, this->inv_n() / static_cast<Scalar>(draws()));
+  }
 
  private:
   void sample_labels(Rng& rng, Index draws) {
@@ -255,5 +288,7 @@ static_assert(LinearOperator<GGNOperator<detail::ModelArchetype<double>, loss::C
 static_assert(LinearOperator<FisherOperator<detail::ModelArchetype<float>, loss::MeanSquaredError<float>>>);
 static_assert(LinearOperator<EmpiricalFisherOperator<detail::ModelArchetype<double>, loss::CrossEntropy<double>>>);
 static_assert(LinearOperator<MCFisherOperator<detail::ModelArchetype<double>, loss::MeanSquaredError<double>>>);
+static_assert(QuadraticFormOperator<HessianOperator<detail::ModelArchetype<double>, loss::CrossEntropy<double>>>);
+static_assert(QuadraticFormOperator<FisherOperator<detail::ModelArchetype<float>, loss::MeanSquaredError<float>>>);
 
 }  // namespace curvature

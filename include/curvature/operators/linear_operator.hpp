@@ -20,6 +20,15 @@ concept LinearOperator = requires(A& a, const A& ca, const Matrix<typename A::Sc
   a.apply(v, out);
 };
 
+/// A LinearOperator that also gives the quadratic forms q_r = v_r' A v_r of a block directly
+/// (`quadratic_forms(V, q)`, q resized to m), cheaper than A V: the Hessian by second-order
+/// forward mode, the GGN and Fishers from one JVP. Hutchinson's trace uses it when present.
+template <class A>
+concept QuadraticFormOperator = LinearOperator<A> && requires(A& a, const Matrix<typename A::Scalar>& v,
+                                                              Vector<typename A::Scalar>& q) {
+  a.quadratic_forms(v, q);
+};
+
 /// An explicit symmetric matrix as an operator (small d, tests, and dense reference values).
 template <class T>
 class DenseOperator {

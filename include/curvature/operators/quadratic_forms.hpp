@@ -11,6 +11,23 @@
 namespace curvature {
 
 namespace detail {
+/// q_r = v_r^T A v_r for the columns of one block V: by the operator's own quadratic_forms when it
+/// models QuadraticFormOperator (no A V formed), else from A V (`av` is the buffer for it).
+template <LinearOperator A>
+void block_quadratic_forms(A& op, const Matrix<typename A::Scalar>& v, Vector<typename A::Scalar>& q,
+                           Matrix<typename A::Scalar>& av, const char* fn) {
+  if constexpr (QuadraticFormOperator<A>) {
+    op.quadratic_forms(v, q);
+    CURVATURE_CHECK_SHAPE(q.size() == v.cols(), fn, ": quadratic_forms returned ", q.size(), " values for ",
+                          v.cols(), " vectors");
+  } else {
+    op.apply(v, av);
+    CURVATURE_CHECK_SHAPE(av.rows() == v.rows() && av.cols() == v.cols(), fn, ": apply returned a ", av.rows(), "x",
+                          av.cols(), " block for a ", v.rows(), "x", v.cols(), " input");
+    q = v.cwiseProduct(av).colwise().sum().transpose();
+  }
+}
+
 /// q_i = (g_i - c)^T A (g_i - c) for the columns of G, c = *centre or 0.
 template <LinearOperator A>
 Vector<typename A::Scalar> blocked_quadratic_forms(A& op, const Matrix<typename A::Scalar>& g, Index block,
@@ -19,16 +36,14 @@ Vector<typename A::Scalar> blocked_quadratic_forms(A& op, const Matrix<typename 
   CURVATURE_CHECK_SHAPE(g.rows() == op.dim(), fn, ": G has ", g.rows(), " rows but the operator acts on d = ",
                         op.dim());
   CURVATURE_CHECK_VALUE(block >= 1, fn, ": block must be >= 1, got ", block);
-  Vector<T> q(g.cols());
+  Vector<T> q(g.cols()), qb;
   Matrix<T> gb, agb;
   for (Index j = 0; j < g.cols(); j += block) {
     const Index b = std::min(block, g.cols() - j);
     gb = g.middleCols(j, b);
     if (centre) gb.colwise() -= *centre;
-    op.apply(gb, agb);
-    CURVATURE_CHECK_SHAPE(agb.rows() == gb.rows() && agb.cols() == b, fn, ": apply returned a ", agb.rows(), "x",
-                          agb.cols(), " block for a ", gb.rows(), "x", b, " input");
-    q.segment(j, b) = gb.cwiseProduct(agb).colwise().sum().transpose();
+    block_quadratic_forms(op, gb, qb, agb, fn);
+    q.segment(j, b) = qb;
   }
   return q;
 }

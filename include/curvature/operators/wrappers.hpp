@@ -46,6 +46,13 @@ class Damped {
     a_.apply(v, out);
     out.noalias() += lambda_ * v;
   }
+  /// q_r = v_r' A v_r + lambda ||v_r||^2, when A gives quadratic forms.
+  void quadratic_forms(const Matrix<Scalar>& v, Vector<Scalar>& q)
+    requires QuadraticFormOperator<std::remove_reference_t<A>>
+  {
+    a_.quadratic_forms(v, q);
+    q.noalias() += lambda_ * v.colwise().squaredNorm().transpose();
+  }
 
  private:
   A a_;
@@ -72,6 +79,13 @@ class Scaled {
   void apply(const Matrix<Scalar>& v, Matrix<Scalar>& out) {
     a_.apply(v, out);
     out *= alpha_;
+  }
+  /// q_r = alpha v_r' A v_r, when A gives quadratic forms.
+  void quadratic_forms(const Matrix<Scalar>& v, Vector<Scalar>& q)
+    requires QuadraticFormOperator<std::remove_reference_t<A>>
+  {
+    a_.quadratic_forms(v, q);
+    q *= alpha_;
   }
 
  private:
@@ -101,6 +115,15 @@ class OperatorSum {
     a_.apply(v, out);
     b_.apply(v, buf_);
     out += buf_;
+  }
+  /// q_r = v_r' A v_r + v_r' B v_r, when both give quadratic forms.
+  void quadratic_forms(const Matrix<Scalar>& v, Vector<Scalar>& q)
+    requires QuadraticFormOperator<std::remove_reference_t<A>> && QuadraticFormOperator<std::remove_reference_t<B>>
+  {
+    a_.quadratic_forms(v, q);
+    Vector<Scalar> qb;
+    b_.quadratic_forms(v, qb);
+    q += qb;
   }
 
  private:

@@ -86,6 +86,38 @@ void apply_gradient_outer(M& m, const L& loss, const Matrix<scalar_of<M>>& x,
   }, Reduction::PerReplica, out, scale);
 }
 
+/// q_r = scale * sum_i (J_i v_r)' Lambda_i (J_i v_r): one forward pass and one JVP, no backward pass.
+template <class M, class L>
+void ggn_quadratic_forms(M& m, const L& loss, const Matrix<scalar_of<M>>& x, const typename L::Targets& y,
+                         const Matrix<scalar_of<M>>& v, Vector<scalar_of<M>>& q, scalar_of<M> scale) {
+  using T = scalar_of<M>;
+  const Index n = x.cols();
+  const Matrix<T> f = m.forward(x);
+  const Matrix<T> jv = m.jvp(x, v);
+  const Matrix<T> hjv = loss.hessian_product(f, y, jv);
+  q.resize(v.cols());
+  for (Index r = 0; r < v.cols(); ++r)
+    q(r) = scale * jv.middleCols(r * n, n).cwiseProduct(hjv.middleCols(r * n, n)).sum();
+}
+
+/// q_r = scale * sum_s sum_i (r_is' J_i v_r)^2 with r_is = grad_f ell(labels[s]_i, f_i) (empirical and
+/// MC Fisher): one forward pass and one JVP.
+template <class M, class L>
+void gradient_outer_quadratic_forms(M& m, const L& loss, const Matrix<scalar_of<M>>& x,
+                                    std::span<const typename L::Targets> labels, const Matrix<scalar_of<M>>& v,
+                                    Vector<scalar_of<M>>& q, scalar_of<M> scale) {
+  using T = scalar_of<M>;
+  const Index n = x.cols();
+  const Matrix<T> f = m.forward(x);
+  const Matrix<T> jv = m.jvp(x, v);
+  q = Vector<T>::Zero(v.cols());
+  for (const auto& ys : labels) {
+    const Matrix<T> g = loss.gradient(f, ys);
+    for (Index r = 0; r < v.cols(); ++r)
+      q(r) += scale * g.cwiseProduct(jv.middleCols(r * n, n)).colwise().sum().squaredNorm();
+  }
+}
+
 /// Empty blocks need no pass (the models reject 0-column directions).
 template <class T>
 bool empty_block(const Matrix<T>& v, Index d, Matrix<T>& out) {
