@@ -30,6 +30,14 @@ PEER = {
     "W5_diag100_mlp_b1024": ["W5_diag100_mlp_b1024"],
     "W4_trace100_cnn_b128": ["W4_trace100_cnn_b128"],
     "W5_diag100_cnn_b128": ["W5_diag100_cnn_b128"],
+    # the same trace from exact HVPs instead of the second-order forward mode
+    "W4_trace100_via_hvp_mlp_b128": ["W4_trace100_mlp_b128", "W4x_trace100_batched25_mlp_b128"],
+    "W4_trace100_via_hvp_mlp_b1024": ["W4_trace100_mlp_b1024", "W4x_trace100_batched25_mlp_b1024"],
+    "W4_trace100_via_hvp_cnn_b128": ["W4_trace100_cnn_b128"],
+    # the exact Hessian diagonal of these ReLU networks against the peer's 100-probe estimate
+    "W5_exact_diag_mlp_b128": ["W5_diag100_mlp_b128"],
+    "W5_exact_diag_mlp_b1024": ["W5_diag100_mlp_b1024"],
+    "W5_exact_diag_cnn_b128": ["W5_diag100_cnn_b128"],
 }
 
 

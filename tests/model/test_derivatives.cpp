@@ -358,3 +358,26 @@ TEST_CASE("The Hessian diagonal of a piecewise-linear network equals its GGN dia
   const Matrix<D> x = random_matrix(4, 6, rng);
   CHECK_THROWS_AS(hessian_diagonal(bn, CE{}, x, labels(6, 3, rng)), UnsupportedError);
 }
+
+TEST_CASE("The cross-entropy Hessian factor S satisfies S S^T = diag(p) - p p^T, also at extreme logits",
+          "[model][loss]") {
+  Rng rng(31);
+  CE ce;
+  for (Index k : {2, 3, 10}) {
+    Matrix<D> f = 3.0 * random_matrix(k, 6, rng);
+    f(0, 4) = 800;       // p = e_0 to double precision: the other classes underflow
+    f(k - 1, 5) = -900;  // the last class underflows alone
+    const Labels y = labels(6, k, rng);
+    const Matrix<D> s = ce.hessian_factor(f, y);
+    REQUIRE(s.rows() == k);
+    REQUIRE(s.cols() == k * 6);
+    REQUIRE(s.allFinite());
+    for (Index i = 0; i < 6; ++i) {
+      INFO("K = " << k << ", sample " << i);
+      Matrix<D> si(k, k);
+      for (Index c = 0; c < k; ++c) si.col(c) = s.col(c * 6 + i);
+      const Matrix<D> lambda = output_hessian(ce, Vector<D>(f.col(i)));  // closed form from softmax
+      CHECK((si * si.transpose() - lambda).cwiseAbs().maxCoeff() <= 1e-15);
+    }
+  }
+}

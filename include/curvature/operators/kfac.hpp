@@ -32,7 +32,7 @@ namespace curvature {
 
 /// Which output cotangents build the factor G (docs/kfac.md, "Fisher types").
 enum class KfacFisher {
-  Exact,       ///< the K columns of the loss-Hessian factor S_i: E_y[G] exactly (= GGN; true Fisher for CE/MSE)
+  Exact,       ///< the columns of the loss-Hessian factor S_i: E_y[G] exactly (= GGN; true Fisher for CE/MSE)
   MonteCarlo,  ///< S labels y~ ~ p(.|x_i) per sample (KfacOptions::mc_samples, ::seed)
   Empirical    ///< the true labels' gradients (not a Fisher; Kunstner et al. 2019)
 };

@@ -2,11 +2,72 @@
 // Parameter-gradient reductions for a dense weight W [kout, kin] (row-major in theta) followed
 // by a bias [kout], when the contribution of column c is sum_t a_t[:, c] b_t[:, c]^T (Linear).
 // Sums of squares never materialise per-sample gradients: sum_c (a_c b_c^T)^2 = (a^2)(b^2)^T.
+#include <algorithm>
+#include <cstdint>
 #include <initializer_list>
+#include <type_traits>
+
+#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include "curvature/nn/layer.hpp"
 
 namespace curvature::nn::detail {
+
+/// dst[j] = alpha * src[j] for j < len, written with non-temporal (streaming) stores where the
+/// target supports them: per-sample gradients (d x N, far larger than the caches) are written once
+/// and not read back soon, so bypassing the cache saves the read-for-ownership of every line, which
+/// otherwise doubles the memory traffic of a write-bound pass. Call stream_fence() before another
+/// thread reads the data.
+template <class T>
+inline void stream_scaled(T* dst, const T* src, Index len, T alpha) {
+  Index j = 0;
+#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
+#if defined(__AVX512F__)
+  constexpr std::uintptr_t kBytes = 64;
+#elif defined(__AVX__)
+  constexpr std::uintptr_t kBytes = 32;
+#else
+  constexpr std::uintptr_t kBytes = 16;
+#endif
+  constexpr Index kLanes = static_cast<Index>(kBytes / sizeof(T));
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    const std::uintptr_t mis = reinterpret_cast<std::uintptr_t>(dst) % kBytes;
+    const Index head = mis == 0 ? 0 : std::min<Index>(len, static_cast<Index>((kBytes - mis) / sizeof(T)));
+    for (; j < head; ++j) dst[j] = alpha * src[j];
+    if (reinterpret_cast<std::uintptr_t>(dst + j) % kBytes == 0) {
+      for (; j + kLanes <= len; j += kLanes) {
+        if constexpr (std::is_same_v<T, float>) {
+#if defined(__AVX512F__)
+          _mm512_stream_ps(dst + j, _mm512_mul_ps(_mm512_set1_ps(alpha), _mm512_loadu_ps(src + j)));
+#elif defined(__AVX__)
+          _mm256_stream_ps(dst + j, _mm256_mul_ps(_mm256_set1_ps(alpha), _mm256_loadu_ps(src + j)));
+#else
+          _mm_stream_ps(dst + j, _mm_mul_ps(_mm_set1_ps(alpha), _mm_loadu_ps(src + j)));
+#endif
+        } else {
+#if defined(__AVX512F__)
+          _mm512_stream_pd(dst + j, _mm512_mul_pd(_mm512_set1_pd(alpha), _mm512_loadu_pd(src + j)));
+#elif defined(__AVX__)
+          _mm256_stream_pd(dst + j, _mm256_mul_pd(_mm256_set1_pd(alpha), _mm256_loadu_pd(src + j)));
+#else
+          _mm_stream_pd(dst + j, _mm_mul_pd(_mm_set1_pd(alpha), _mm_loadu_pd(src + j)));
+#endif
+        }
+      }
+    }
+  }
+#endif
+  for (; j < len; ++j) dst[j] = alpha * src[j];
+}
+
+/// Orders this thread's streaming stores before what follows (they are weakly ordered).
+inline void stream_fence() {
+#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
 
 /// One term of a contribution: a [kout, R*N or N], b [kin, R*N or N] (N columns = shared by all
 /// replicas).
@@ -70,6 +131,21 @@ void dense_per_replica(const B& bk, const Sink<T>& s, Index n, Index reps, const
 template <class T, class B>
 void dense_per_column(const B& bk, const Sink<T>& s, Index n, Index reps, std::initializer_list<Term<T>> terms) {
   const Index kout = terms.begin()->a->rows(), kin = terms.begin()->b->rows();
+  if (terms.size() == 1) {  // per-sample gradients: a write-bound pass, streamed past the caches
+    const Term<T>& t = *terms.begin();
+    bk.parallel_for(reps * n, [&](Index c0, Index c1) {
+      for (Index c = c0; c < c1; ++c) {
+        const Index r = c / n, i = c % n;
+        const auto ac = replica(*t.a, r, n).col(i);
+        const T* bc = replica(*t.b, r, n).col(i).data();
+        T* w = s.col(c);
+        for (Index k = 0; k < kout; ++k) stream_scaled(w + k * kin, bc, kin, s.scale * ac(k));
+        VectorMap<T>(w + kout * kin, kout) = s.scale * ac;
+      }
+      stream_fence();
+    });
+    return;
+  }
   bk.parallel_for(reps * n, [&](Index c0, Index c1) {
     for (Index c = c0; c < c1; ++c) {
       const Index r = c / n, i = c % n;
