@@ -827,6 +827,8 @@ int run(Experiment e, int argc, char** argv) {
       ->check(CLI::IsMember({"mc", "exact", "empirical"}));
   app.add_option("--probes", c.protocol.probes, "Hutchinson probes n_p (paper: 100)");
   app.add_option("--hessian-samples", c.protocol.hessian_samples, "training samples the Hessian is taken on");
+  app.add_flag("--exact-hessian", c.protocol.exact_hessian_diagonal,
+               "H_jj exactly (diag H = diag GGN for these ReLU networks) instead of n_p Hutchinson probes");
   app.add_option("--lambda", c.protocol.lambda, "damping of eq. 4 (paper: 1e-6)");
   app.add_option("--cov-batches", c.cov_batches, "K: mini-batches for the noise covariance (paper: 200)");
   app.add_option("--alphas", c.alphas, "rescaling factors (rescaling only)")->delimiter(',');
@@ -851,10 +853,12 @@ int run(Experiment e, int argc, char** argv) {
   std::printf("paper000-%s: %s on %s\n  %ld train / %ld test samples of %s, %d thread(s), float32\n", c.name.c_str(),
               c.arch.c_str(), d.train.name.c_str(), static_cast<long>(d.train.size()), static_cast<long>(d.test.size()),
               d.train.shape.str().c_str(), threads);
-  std::printf("  protocol: %ld epochs, S_R with %s Fisher diag over N_b = %ld batches of %ld, n_p = %ld probes on "
+  std::printf("  protocol: %ld epochs, S_R with %s Fisher diag over N_b = %ld batches of %ld, %s on "
               "%ld samples, lambda = %g\n",
               static_cast<long>(c.epochs), train::to_string(c.protocol.fisher), static_cast<long>(c.protocol.fisher_batches),
-              static_cast<long>(c.protocol.fisher_batch_size), static_cast<long>(c.protocol.probes),
+              static_cast<long>(c.protocol.fisher_batch_size),
+              c.protocol.exact_hessian_diagonal ? "exact H diagonal"
+                                                : ("n_p = " + std::to_string(c.protocol.probes) + " probes").c_str(),
               static_cast<long>(c.protocol.hessian_samples), c.protocol.lambda);
   std::fflush(stdout);
 
@@ -890,6 +894,7 @@ int run(Experiment e, int argc, char** argv) {
               {"fisher_batches", c.protocol.fisher_batches},
               {"fisher_batch_size", c.protocol.fisher_batch_size},
               {"probes", c.protocol.probes},
+              {"exact_hessian_diagonal", c.protocol.exact_hessian_diagonal},
               {"hessian_samples", c.protocol.hessian_samples},
               {"lambda", c.protocol.lambda},
               {"cov_batches", c.cov_batches},

@@ -66,6 +66,35 @@ TEST_CASE("measure_sharpness: S_R, S_E and the Adam metric agree with dense H an
   CHECK((r.hessian_diagonal - h.diagonal()).norm() <= 0.15 * h.diagonal().norm());
 }
 
+TEST_CASE("measure_sharpness with the exact Hessian diagonal of a ReLU network equals dense H and F", "[protocol]") {
+  Net m = nn::parse_arch<D, S>(nn::Shape{4, 1, 1}, "linear(6),relu,linear(5),relu,linear(3)");
+  m.init(4);
+  const CE ce;
+  const data::Dataset<D> d = blobs(24, 6);
+  const Matrix<D> h = fd_hessian(m, ce, d.x, d.y);
+  const Vector<D> f = dense_ggn(m, ce, d.x).diagonal();
+  train::SharpnessProtocol p;
+  p.fisher = train::FisherKind::Exact;
+  p.fisher_batches = 1;
+  p.fisher_batch_size = d.size();
+  p.hessian_samples = d.size();
+  p.lambda = 1e-3;
+  p.exact_hessian_diagonal = true;
+  Vector<D> v = Vector<D>::Constant(m.num_params(), 0.02);
+  const auto r = train::measure_sharpness(m, ce, d, p, &v);
+  CHECK((r.hessian_diagonal - h.diagonal()).norm() <= 1e-6 * h.diagonal().norm());
+  CHECK(r.euclidean.value == Approx(h.trace()).epsilon(1e-6));
+  CHECK(r.riemannian.value == Approx((h.diagonal().array() / (f.array() + p.lambda)).sum()).epsilon(1e-6));
+  CHECK(r.adam->value == Approx((h.diagonal().array() / (v.array() + p.lambda)).sum()).epsilon(1e-6));
+  CHECK(r.riemannian.std_error == 0);
+  CHECK(r.riemannian.probes == 0);
+  // paper 000's S_R with the exact Fisher of a ReLU network: sum_j F_jj / (F_jj + lambda) <= d
+  CHECK(r.riemannian.value == Approx((f.array() / (f.array() + p.lambda)).sum()).epsilon(1e-6));
+  // a curved network is refused, naming the layer
+  Net curved = gelu_mlp(false, 3);
+  CHECK_THROWS_WITH(train::measure_sharpness(curved, ce, d, p), Catch::Contains("tanh"));
+}
+
 TEST_CASE("measure_sharpness: the MC Fisher over many batches approaches the exact one", "[protocol]") {
   Net m = gelu_mlp(true, 4);
   const CE ce;

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <numeric>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "curvature/data/dataset.hpp"
@@ -50,6 +51,11 @@ struct SharpnessProtocol {
   Index block_size = 16;           ///< probes per Hessian application
   double lambda = 1e-6;            ///< Tikhonov damping of eq. 4 and 45
   std::uint64_t seed = 0;
+  /// H_jj exactly instead of by Hutchinson, for piecewise-linear networks (ReLU, pooling, Linear,
+  /// Conv2d): diag(H) = diag(GGN) there (curvature::hessian_diagonal), so S_R, S_E and the
+  /// Adam-metric S_R are exact (standard error 0, probes 0) at the cost of one GGN diagonal.
+  /// UnsupportedError naming the layer for other networks.
+  bool exact_hessian_diagonal = false;
 
   void check() const {
     CURVATURE_CHECK_VALUE(fisher_batches >= 1, "SharpnessProtocol: fisher_batches = ", fisher_batches, ", need >= 1");
@@ -166,6 +172,21 @@ CheckpointSharpness<scalar_of<M>> measure_sharpness(M& m, const L& loss, const d
                         "; use lambda > 0)");
   Vector<T> inv_v;
   if (adam_v) inv_v = (adam_v->array() + lambda).inverse().matrix();
+
+  if (p.exact_hessian_diagonal) {
+    if constexpr (requires { { m.curved_layer() } -> std::convertible_to<std::string>; }) {
+      r.hessian_diagonal = hessian_diagonal(m, loss, xh, yh);
+    } else {
+      throw UnsupportedError(std::string(fn) + ": exact_hessian_diagonal needs a model with curved_layer() "
+                             "(piecewise linearity); use Hutchinson probes");
+    }
+    auto exact = [](T value) { return Estimate<T>{value, T(0), 0, 0, true}; };
+    r.euclidean = exact(r.hessian_diagonal.sum());
+    r.riemannian = exact(r.hessian_diagonal.dot(inv_g));
+    if (adam_v) r.adam = exact(r.hessian_diagonal.dot(inv_v));
+    r.seconds_hessian = detail::seconds_since(t0);
+    return r;
+  }
 
   HutchinsonOptions ho;
   ho.seed = p.seed ^ 0x9B0BE5ull;
