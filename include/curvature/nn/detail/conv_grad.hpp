@@ -103,11 +103,13 @@ void conv_add_squares(const ConvTerm<T>& t, const ConvDims& d, Index i, T scale,
 }
 
 /// Squares of per-column gradients, summed per sample (per_sample) or over everything. The total
-/// is summed in one accumulator per chunk of samples (fixed chunks, so no thread bookkeeping).
+/// is summed in one accumulator per chunk of samples. The chunks depend on N alone, never on the
+/// thread count, so the sum is added in the same order (and gives the same bits) at any thread
+/// count; 16 chunks keep up to 16 threads busy.
 template <class T, class B>
 void conv_squares(const B& bk, const Sink<T>& s, const ConvDims& d, const ConvTerm<T>& t, bool per_sample) {
   const Index size = d.ckk * d.cout + d.cout;
-  const Index chunks = std::min<Index>(bk.threads(), d.n);
+  const Index chunks = std::min<Index>(16, d.n);
   std::vector<Vector<T>> acc(per_sample ? 0 : chunks, Vector<T>::Zero(size));
   bk.parallel_for(chunks, [&](Index k0, Index k1) {
     Matrix<T> g;
