@@ -10,7 +10,7 @@ if [ "${1:-}" = "--optional" ]; then
   packages=("$@")
 else
   packages=(cmake g++ make libeigen3-dev catch2 libbenchmark-dev libomp-dev zlib1g-dev
-            nlohmann-json3-dev libcli11-dev libopenblas0-serial)
+            nlohmann-json3-dev libcli11-dev libopenblas0-pthread)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -3,10 +3,13 @@
 // by output columns (or rows, when there are more rows) so that each thread runs one
 // single-threaded GEMM. Splits fall on multiples of Eigen's register blocks, so each output element
 // is computed by the same micro-kernel, in the same order, whatever the thread count: results are
-// bitwise those of the serial backend (tests/train/test_determinism.cpp).
+// bitwise those of the serial backend (tests/train/test_determinism.cpp). With an external BLAS,
+// whose kernels give no such guarantee, products are cut into pieces fixed by their shape alone
+// instead, the same in the serial backend (blas.hpp).
 #include <algorithm>
 #include <type_traits>
 
+#include "curvature/backend/blas.hpp"
 #include "curvature/core/types.hpp"
 #if defined(_OPENMP)
 #include <omp.h>
@@ -78,26 +81,18 @@ struct BasicOpenMP {
     constexpr bool row_major = std::decay_t<C>::IsRowMajor;
     constexpr Index row_block = row_major ? Traits::nr : Traits::mr;
     constexpr Index col_block = row_major ? Traits::mr : Traits::nr;
-    const Index m = c.rows(), n = c.cols(), k = a.cols();
-    const int nt = threads();
-    if (nt <= 1 || m * n * k < (Index{1} << 20) || std::max(m, n) < 16 * nt) {  // < ~10 us: not worth a split
-      if (accumulate) c.noalias() += alpha * a * b;
-      else c.noalias() = alpha * a * b;
+    if constexpr (uses_blas) {
+      detail::blas_split_gemm([&](Index parts, auto&& f) { parallel_for(parts, f); }, c, a, b, alpha, accumulate);
       return;
     }
-    if (n >= m) {
-      parallel_for_aligned(n, col_block, [&](Index j0, Index j1) {
-        auto cb = c.middleCols(j0, j1 - j0);
-        if (accumulate) cb.noalias() += alpha * a * b.middleCols(j0, j1 - j0);
-        else cb.noalias() = alpha * a * b.middleCols(j0, j1 - j0);
-      });
-    } else {
-      parallel_for_aligned(m, row_block, [&](Index i0, Index i1) {
-        auto cb = c.middleRows(i0, i1 - i0);
-        if (accumulate) cb.noalias() += alpha * a.middleRows(i0, i1 - i0) * b;
-        else cb.noalias() = alpha * a.middleRows(i0, i1 - i0) * b;
-      });
-    }
+    const Index m = c.rows(), n = c.cols(), k = a.cols();
+    const int nt = threads();
+    if (nt <= 1 || m * n * k < (Index{1} << 20) || std::max(m, n) < 16 * nt)  // < ~10 us: not worth a split
+      return detail::product(c, a, b, alpha, accumulate);
+    const bool by_cols = n >= m;
+    parallel_for_aligned(by_cols ? n : m, by_cols ? col_block : row_block, [&](Index i0, Index i1) {
+      detail::product_slice(c, a, b, alpha, accumulate, by_cols, i0, i1 - i0);
+    });
   }
 };
 
