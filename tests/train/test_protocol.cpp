@@ -27,6 +27,16 @@ data::Dataset<D> blobs(Index n, std::uint64_t seed) {
   return d;
 }
 
+/// The protocol with the exact Fisher of the whole set and H measured on every sample.
+train::SharpnessProtocol exact_fisher_protocol(const data::Dataset<D>& d) {
+  train::SharpnessProtocol p;
+  p.fisher = train::FisherKind::Exact;
+  p.fisher_batches = 1;
+  p.fisher_batch_size = d.size();  // the whole set: exact F of the data
+  p.hessian_samples = d.size();
+  return p;
+}
+
 }  // namespace
 
 TEST_CASE("measure_sharpness: S_R, S_E and the Adam metric agree with dense H and F", "[protocol]") {
@@ -36,11 +46,7 @@ TEST_CASE("measure_sharpness: S_R, S_E and the Adam metric agree with dense H an
   const Matrix<D> h = fd_hessian(m, ce, d.x, d.y);
   const Vector<D> f = dense_ggn(m, ce, d.x).diagonal();
 
-  train::SharpnessProtocol p;
-  p.fisher = train::FisherKind::Exact;
-  p.fisher_batches = 1;
-  p.fisher_batch_size = d.size();  // the whole set: exact F of the data
-  p.hessian_samples = d.size();
+  train::SharpnessProtocol p = exact_fisher_protocol(d);
   p.probes = 3000;
   p.lambda = 0.05;  // large enough that no single coordinate dominates the per-probe spread
   p.seed = 11;
@@ -73,11 +79,7 @@ TEST_CASE("measure_sharpness with the exact Hessian diagonal of a ReLU network e
   const data::Dataset<D> d = blobs(24, 6);
   const Matrix<D> h = fd_hessian(m, ce, d.x, d.y);
   const Vector<D> f = dense_ggn(m, ce, d.x).diagonal();
-  train::SharpnessProtocol p;
-  p.fisher = train::FisherKind::Exact;
-  p.fisher_batches = 1;
-  p.fisher_batch_size = d.size();
-  p.hessian_samples = d.size();
+  train::SharpnessProtocol p = exact_fisher_protocol(d);
   p.lambda = 1e-3;
   p.exact_hessian_diagonal = true;
   Vector<D> v = Vector<D>::Constant(m.num_params(), 0.02);
