@@ -65,17 +65,18 @@ class Conv2d final : public Layer<T, B> {
     rcols_of_ = nullptr;
     const Index p = ho_ * wo_;
     ry.resize(a.n * p, a.reps * cout_);
+    if (a.v) {  // [V_0 ... V_{R-1}], so that the patches of x meet every direction in one product
+      v_all_.resize(ckk_, a.reps * cout_);
+      for (Index r = 0; r < a.reps; ++r) v_all_.middleCols(r * cout_, cout_) = weight_t(a.vr(r));
+    }
     for_chunks(a.n, [&](Index, Index i0, Index m, T* buf) {
-      if (a.v) {  // the terms of x first: its patches are shared by every replica
-        const auto cols = im2col_chunk(x, 0, i0, m, buf);
-        for (Index r = 0; r < a.reps; ++r) {
-          auto blk = ry.middleCols(r * cout_, cout_).middleRows(i0 * p, m * p);
-          fill_bias(blk, a.vr(r));
-          Serial{}.gemm(blk, cols, weight_t(a.vr(r)), T(1), true);
-        }
+      auto rows = ry.middleRows(i0 * p, m * p);
+      if (a.v) {
+        for (Index r = 0; r < a.reps; ++r) fill_bias(rows.middleCols(r * cout_, cout_), a.vr(r));
+        Serial{}.gemm(rows, im2col_chunk(x, 0, i0, m, buf), v_all_, T(1), true);
       }
       for (Index r = 0; r < a.reps; ++r) {
-        auto blk = ry.middleCols(r * cout_, cout_).middleRows(i0 * p, m * p);
+        auto blk = rows.middleCols(r * cout_, cout_);
         if (rx) Serial{}.gemm(blk, im2col_chunk(*rx, rep_of(*rx, r), i0, m, buf), weight_t(a.p), T(1), a.v != nullptr);
         else if (!a.v) blk.setZero();
       }
@@ -223,28 +224,36 @@ class Conv2d final : public Layer<T, B> {
   static bool summed(const Sink<T>& s) { return s.mode == Reduction::Sum || s.mode == Reduction::PerReplica; }
 
   /// Sum (or PerReplica) reduction of sum_t patches(x_t)^T a_t, chunk by chunk: every group sums
-  /// its chunks into its own partial, and the partials are added in group order.
+  /// its chunks into its own partial ([CKK, R*Cout] weights, [Cout, R] biases), and the partials
+  /// are added in group order. Patches shared by all replicas meet all R cotangents in one product.
   void param_grad_sum(const Sink<T>& s, Index n, Index reps, std::initializer_list<WeightTerm> terms) {
-    const Index p = ho_ * wo_, size = ckk_ * cout_ + cout_;
+    const Index p = ho_ * wo_;
     const Index groups = chunk_groups(n);
-    if (static_cast<Index>(part_.size()) < groups) part_.resize(groups);
-    for (Index g = 0; g < groups; ++g) part_[g].setZero(size, reps);
+    if (static_cast<Index>(part_.size()) < groups) part_.resize(groups), part_b_.resize(groups);
+    for (Index g = 0; g < groups; ++g) part_[g].setZero(ckk_, reps * cout_), part_b_[g].setZero(cout_, reps);
     for_chunks(n, [&](Index g, Index i0, Index m, T* buf) {
-      Matrix<T>& part = part_[g];
+      const ConstMatrixMap<T> cols(buf, m * p, ckk_);
       for (const WeightTerm& t : terms) {
         const bool shared = t.x->cols() == this->in_.shape.c;
         for (Index r = 0; r < reps; ++r) {
           if (r == 0 || !shared) im2col_cols(*t.x, shared ? 0 : r, i0, m, 0, ckk_, buf);
-          auto a = replica(*t.a, r, cout_).middleRows(i0 * p, m * p);
-          MatrixMap<T> wt(part.col(r).data(), ckk_, cout_);
-          Serial{}.gemm(wt, ConstMatrixMap<T>(buf, m * p, ckk_).transpose(), a, T(1), true);
-          if (t.bias) part.col(r).tail(cout_) += a.colwise().sum().transpose();
+          const bool all = shared && t.a->cols() == reps * cout_;  // one product for every replica
+          const Index cols_a = all ? reps * cout_ : cout_;
+          auto a = t.a->middleCols(all || t.a->cols() == cout_ ? 0 : r * cout_, cols_a).middleRows(i0 * p, m * p);
+          Serial{}.gemm(part_[g].middleCols(r * cout_, cols_a), cols.transpose(), a, T(1), true);
+          if (t.bias)
+            for (Index q = 0; q < cols_a / cout_; ++q)
+              part_b_[g].col(r + q) += a.middleCols(q * cout_, cout_).colwise().sum().transpose();
+          if (all) break;
         }
       }
     });
     for (Index r = 0; r < reps; ++r) {
-      VectorMap<T> out(s.col(s.mode == Reduction::PerReplica ? r : 0), size);
-      for (Index g = 0; g < groups; ++g) out += s.scale * part_[g].col(r);
+      T* out = s.col(s.mode == Reduction::PerReplica ? r : 0);
+      for (Index g = 0; g < groups; ++g) {
+        VectorMap<T>(out, ckk_ * cout_) += s.scale * ConstVectorMap<T>(part_[g].data() + r * ckk_ * cout_, ckk_ * cout_);
+        VectorMap<T>(out + ckk_ * cout_, cout_) += s.scale * part_b_[g].col(r);
+      }
     }
   }
 
@@ -388,7 +397,9 @@ class Conv2d final : public Layer<T, B> {
   Matrix<T> cols_, rcols_;        // im2col of the last input and of its tangents
   Vector<T> dcols_;               // one chunk of dy W for the input gradient
   std::vector<Vector<T>> scratch_;  // per group of chunks: one chunk's im2col rows
-  std::vector<Matrix<T>> part_;     // per group of chunks: partial parameter gradients
+  std::vector<Matrix<T>> part_;     // per group of chunks: partial weight gradients [CKK, R*Cout]
+  std::vector<Matrix<T>> part_b_;   // and bias gradients [Cout, R]
+  Matrix<T> v_all_;                 // the weights of all tangent directions, [CKK, R*Cout]
   const T* cols_of_ = nullptr;    // which input cols_ belongs to
   const T* rcols_of_ = nullptr;   // which tangent rcols_ belongs to
 };
