@@ -341,3 +341,109 @@ TEST_CASE("Conv and pooling layers reject impossible geometries", "[nn][conv][er
   nn::MaxPool2d<D, S> pool(4);
   REQUIRE_THROWS_WITH(pool.bind(nn::TensorSpec{nn::Shape{1, 3, 3}, nn::Layout::Channels}), Catch::Contains("smaller"));
 }
+
+namespace {
+// Textbook convolution in the Channels layout ([N*H*W, C], plane c of sample i at rows i*H*W of
+// column c), stride 1, padding (k-1)/2, theta = W [Cout, C, k, k] row-major then b.
+struct TextbookConv {
+  Index n, c, h, co, k;
+  Index hw() const { return h * h; }
+  Index pad() const { return (k - 1) / 2; }
+  template <class F>
+  void each(F&& f) const {  // f(i, o, ch, ki, kj, output row, input row) over every valid term
+    for (Index i = 0; i < n; ++i)
+      for (Index o = 0; o < co; ++o)
+        for (Index ch = 0; ch < c; ++ch)
+          for (Index ki = 0; ki < k; ++ki)
+            for (Index kj = 0; kj < k; ++kj)
+              for (Index oh = 0; oh < h; ++oh)
+                for (Index ow = 0; ow < h; ++ow) {
+                  const Index ih = oh - pad() + ki, iw = ow - pad() + kj;
+                  if (ih >= 0 && ih < h && iw >= 0 && iw < h)
+                    f(i, o, ch, ki, kj, i * hw() + oh * h + ow, i * hw() + ih * h + iw);
+                }
+  }
+  Index widx(Index o, Index ch, Index ki, Index kj) const { return ((o * c + ch) * k + ki) * k + kj; }
+  /// conv(x; theta) with (bias) or without the bias.
+  Matrix<D> forward(const Matrix<D>& x, const D* theta, bool bias = true) const {
+    Matrix<D> y = Matrix<D>::Zero(n * hw(), co);
+    if (bias)
+      for (Index o = 0; o < co; ++o) y.col(o).setConstant(theta[co * c * k * k + o]);
+    each([&](Index, Index o, Index ch, Index ki, Index kj, Index out, Index in) {
+      y(out, o) += theta[widx(o, ch, ki, kj)] * x(in, ch);
+    });
+    return y;
+  }
+  /// sum_i d<dy_i, conv(x_i; theta)>/d theta (bias part: the sums of dy, or 0 without bias).
+  Vector<D> weight_grad(const Matrix<D>& x, const Matrix<D>& dy, bool bias = true) const {
+    Vector<D> g = Vector<D>::Zero(co * c * k * k + co);
+    each([&](Index, Index o, Index ch, Index ki, Index kj, Index out, Index in) {
+      g[widx(o, ch, ki, kj)] += dy(out, o) * x(in, ch);
+    });
+    if (bias) g.tail(co) = dy.colwise().sum().transpose();
+    return g;
+  }
+};
+}  // namespace
+
+TEST_CASE("Conv2d's chunked products equal the textbook sums over many chunks and groups, at any thread count",
+          "[nn][conv]") {
+  // 8 x 16 x 16, k = 3, double: one sample's patches take 147 kB, so each sample is its own chunk;
+  // 21 samples make 21 chunks dealt to 16 groups (some summing two chunks), 3 replicas.
+  const TextbookConv tb{21, 8, 16, 4, 3};
+  const Index n = tb.n, reps = 3, hw = tb.hw();
+  const nn::TensorSpec in{nn::Shape{tb.c, tb.h, tb.h}, nn::Layout::Channels};
+  Rng rng(77);
+  const Matrix<D> x = random_matrix(n * hw, tb.c, rng), rx = random_matrix(n * hw, reps * tb.c, rng);
+  const Matrix<D> dy = random_matrix(n * hw, tb.co, rng), rdy = random_matrix(n * hw, reps * tb.co, rng);
+  nn::Conv2d<D, S> probe(tb.co, tb.k, 1, 1);
+  probe.bind(in);
+  const Index d = probe.num_params();
+  const Vector<D> p = random_matrix(d, 1, rng).col(0);
+  const Matrix<D> v = random_matrix(d, reps, rng);
+  const auto block = [&](const Matrix<D>& m, Index r, Index w) { return Matrix<D>(m.middleCols(r * w, w)); };
+
+  struct Result {
+    Matrix<D> y, ry, grad, rgrad;
+  };
+  const auto run = [&](auto backend) {
+    nn::Conv2d<D, decltype(backend)> conv(tb.co, tb.k, 1, 1);
+    conv.set_backend(backend);
+    conv.bind(in);
+    nn::Pass<D> a{};
+    a.p = p.data();
+    a.n = n;
+    Result out;
+    conv.forward(a, x, out.y);
+    out.grad = Matrix<D>::Zero(d, 1);
+    nn::Sink<D> sum{nn::Reduction::Sum, out.grad.data(), d, 1.0};
+    conv.backward(a, x, out.y, dy, nullptr, &sum);
+    a.v = v.data();
+    a.v_ld = d;
+    a.reps = reps;
+    conv.jvp(a, x, out.y, &rx, out.ry);
+    out.rgrad = Matrix<D>::Zero(d, reps);
+    nn::Sink<D> per_rep{nn::Reduction::PerReplica, out.rgrad.data(), d, 0.5};
+    conv.backward_r(a, x, out.y, &rx, &out.ry, dy, rdy, nullptr, &per_rep);
+    return out;
+  };
+  const Result s = run(S{});
+  CHECK(rel_err(s.y, tb.forward(x, p.data())) < 1e-13);
+  CHECK(rel_err(s.grad.col(0), tb.weight_grad(x, dy)) < 1e-13);
+  for (Index r = 0; r < reps; ++r) {
+    INFO("replica " << r);
+    // ry_r = conv(rx_r; W) + conv(x; V_r) + vb_r
+    CHECK(rel_err(block(s.ry, r, tb.co), tb.forward(block(rx, r, tb.c), p.data(), false) + tb.forward(x, v.col(r).data())) < 1e-13);
+    // R(dW)_r = patches(x)^T rdy_r + patches(rx_r)^T dy, the bias from rdy_r alone; scaled by 0.5
+    const Vector<D> expect = 0.5 * (tb.weight_grad(x, block(rdy, r, tb.co)) + tb.weight_grad(block(rx, r, tb.c), dy, false));
+    CHECK(rel_err(s.rgrad.col(r), expect) < 1e-13);
+  }
+  for (int threads : {1, 2, 3}) {
+    INFO(threads << " threads");
+    const Result o = run(backend::OpenMP{threads});
+    CHECK(o.y == s.y);
+    CHECK(o.grad == s.grad);
+    CHECK(o.ry == s.ry);
+    CHECK(o.rgrad == s.rgrad);
+  }
+}
