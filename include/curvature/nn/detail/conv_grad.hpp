@@ -1,5 +1,5 @@
 #pragma once
-// Parameter-gradient reductions of a convolution, whose contribution for column (r, i) is
+// Per-sample parameter-gradient reductions of a convolution, whose contribution for column (r, i) is
 // sum_t B_t(r)_i^T A_t(r)_i: A = output cotangent rows of sample i [P, Cout], B = im2col rows of
 // sample i [P, C*k*k]. The weight block is W^T [CKK, Cout] (W row-major [Cout, CKK] in theta),
 // followed by the bias [Cout].
@@ -26,19 +26,6 @@ template <class T>
 auto conv_a(const ConvTerm<T>& t, const ConvDims& d, Index r) { return replica(*t.a, r, d.cout); }
 template <class T>
 auto conv_b(const ConvTerm<T>& t, const ConvDims& d, Index r) { return replica(*t.b, r, d.ckk); }
-
-/// Sum over all columns (squares = false) or over replicas into per-replica columns.
-template <class T, class B>
-void conv_sum(const B& bk, const Sink<T>& s, const ConvDims& d, const ConvTerm<T>& t, bool per_replica) {
-  for (Index r = 0; r < d.reps; ++r) {
-    const Index col = per_replica ? r : 0;
-    MatrixMap<T> wt(s.col(col), d.ckk, d.cout);
-    VectorMap<T> bias(s.col(col) + d.ckk * d.cout, d.cout);
-    auto a = conv_a(t, d, r);
-    bk.gemm(wt, conv_b(t, d, r).transpose(), a, s.scale, true);
-    if (t.bias) bias += s.scale * a.colwise().sum().transpose();
-  }
-}
 
 /// The gradients of sample i for every replica r of term t: g [CKK, R*Cout] (block r is
 /// B(r)_i^T A(r)_i) and the bias parts gb [R*Cout]. When the im2col factor is shared by the
@@ -124,13 +111,14 @@ void conv_squares(const B& bk, const Sink<T>& s, const ConvDims& d, const ConvTe
     for (const auto& a : acc) VectorMap<T>(s.out, size) += s.scale * a;
 }
 
-/// Reduces the contributions of a convolution into the sink.
+/// Reduces the per-sample contributions of a convolution into the sink (PerColumn and the sums of
+/// squares); Conv2d computes the summed reductions (Sum, PerReplica) chunk by chunk itself.
 template <class T, class B>
 void conv_param_grad(const B& bk, const Sink<T>& s, const ConvDims& d, std::initializer_list<ConvTerm<T>> terms) {
   switch (s.mode) {
     case Reduction::Sum:
     case Reduction::PerReplica:
-      for (const ConvTerm<T>& t : terms) conv_sum(bk, s, d, t, s.mode == Reduction::PerReplica);
+      CURVATURE_CHECK_VALUE(false, "conv_param_grad: summed reductions are Conv2d's chunked products");
       break;
     case Reduction::PerColumn:
       conv_per_column(bk, s, d, terms);
