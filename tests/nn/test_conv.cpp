@@ -447,3 +447,81 @@ TEST_CASE("Conv2d's chunked products equal the textbook sums over many chunks an
     CHECK(o.rgrad == s.rgrad);
   }
 }
+
+namespace {
+/// ReLU that Sequential may not move behind a max-pool: the textbook order, for comparison.
+struct TextbookOrderReLU : nn::ReLU<D, S> {
+  bool commutes_with_max() const override { return false; }
+};
+
+template <class Act>
+nn::Sequential<D, S> relu_pool_net() {
+  nn::Sequential<D, S> m(nn::Shape{2, 7, 7});
+  m.add(nn::Conv2d<D, S>(3, 3, 1, 1)).add(Act()).add(nn::MaxPool2d<D, S>(2));
+  m.add(nn::Conv2d<D, S>(4, 2, 1, 0)).add(Act()).add(nn::MaxPool2d<D, S>(2, 1));
+  m.add(nn::Flatten<D, S>()).add(nn::Linear<D, S>(5)).add(Act()).add(nn::Linear<D, S>(3));
+  m.init(3);
+  return m;
+}
+
+bool same(const Matrix<D>& a, const Matrix<D>& b) { return a.rows() == b.rows() && a.cols() == b.cols() && a == b; }
+}  // namespace
+
+TEST_CASE("A max-pool after ReLU runs before it, with the textbook order's results bit for bit", "[nn][pool][model]") {
+  auto fast = relu_pool_net<nn::ReLU<D, S>>();
+  auto ref = relu_pool_net<TextbookOrderReLU>();
+  // Execution order: the pools moved ahead of their ReLUs (after a layout change for the first);
+  // the ReLU after linear(5) stays; describe() keeps the order of add().
+  std::string order;
+  for (Index l = 0; l < fast.num_layers(); ++l) order += fast.layer(l).name() + " ";
+  CHECK(order == "to_channels conv(3,k=3,s=1,p=1) maxpool(2,s=2) relu conv(4,k=2,s=1,p=0) maxpool(2,s=1) "
+                 "relu to_features flatten linear(5) relu linear(3) ");
+  CHECK(fast.describe() == ref.describe());
+  CHECK(ref.layer(2).name() == "relu");
+  // Parameters with few distinct values and integer inputs make many tied windows, positive
+  // ones and windows that are all <= 0 after ReLU.
+  Vector<D> p = fast.params();
+  for (Index j = 0; j < p.size(); ++j) p[j] = std::round(p[j] * 8) / 8;
+  fast.set_params(p);
+  ref.set_params(p);
+  Rng rng(11);
+  const Index n = 6, d = p.size();
+  Matrix<D> x(98, n);
+  for (Index k = 0; k < x.size(); ++k) x.data()[k] = static_cast<D>(static_cast<Index>(rng.below(5)) - 2);
+  const std::vector<std::int64_t> y{0, 2, 1, 1, 0, 2};
+  loss::CrossEntropy<D> ce;
+  CHECK(same(fast.forward(x), ref.forward(x)));
+  CHECK(same(loss_and_gradient(fast, ce, x, y).gradient, loss_and_gradient(ref, ce, x, y).gradient));
+  const Matrix<D> v = random_matrix(d, 3, rng);
+  CHECK(same(fast.jvp(x, v), ref.jvp(x, v)));
+  CHECK(same(hvp(fast, ce, x, y, v), hvp(ref, ce, x, y, v)));
+  CHECK(same(hessian_quadratic_forms(fast, ce, x, y, v), hessian_quadratic_forms(ref, ce, x, y, v)));
+  Matrix<D> a, b;
+  per_sample_gradients(fast, ce, x, y, a);
+  per_sample_gradients(ref, ce, x, y, b);
+  CHECK(same(a, b));
+  per_sample_ggn_diagonal(fast, ce, x, y, a);
+  per_sample_ggn_diagonal(ref, ce, x, y, b);
+  CHECK(same(a, b));
+  per_sample_hvp(fast, ce, x, y, v, a);
+  per_sample_hvp(ref, ce, x, y, v, b);
+  CHECK(same(a, b));
+  // The comparison can fail: the same net with average pooling (which does not commute with
+  // ReLU) built in the other order gives a different gradient.
+  nn::Sequential<D, S> swapped(nn::Shape{2, 7, 7});
+  swapped.add(nn::Conv2d<D, S>(3, 3, 1, 1)).add(nn::AvgPool2d<D, S>(2)).add(TextbookOrderReLU());
+  swapped.add(nn::Conv2d<D, S>(4, 2, 1, 0)).add(nn::AvgPool2d<D, S>(2, 1)).add(TextbookOrderReLU());
+  swapped.add(nn::Flatten<D, S>()).add(nn::Linear<D, S>(5)).add(TextbookOrderReLU()).add(nn::Linear<D, S>(3));
+  nn::Sequential<D, S> avg(nn::Shape{2, 7, 7});
+  avg.add(nn::Conv2d<D, S>(3, 3, 1, 1)).add(nn::ReLU<D, S>()).add(nn::AvgPool2d<D, S>(2));
+  avg.add(nn::Conv2d<D, S>(4, 2, 1, 0)).add(nn::ReLU<D, S>()).add(nn::AvgPool2d<D, S>(2, 1));
+  avg.add(nn::Flatten<D, S>()).add(nn::Linear<D, S>(5)).add(nn::ReLU<D, S>()).add(nn::Linear<D, S>(3));
+  swapped.set_params(p);
+  avg.set_params(p);
+  CHECK(avg.layer(2).name() == "relu");
+  CHECK_FALSE(same(loss_and_gradient(avg, ce, x, y).gradient, loss_and_gradient(swapped, ce, x, y).gradient));
+  // LeakyReLU can merge distinct inputs by rounding, so it is not moved.
+  nn::Sequential<D, S> leaky(nn::Shape{2, 7, 7});
+  leaky.add(nn::Conv2d<D, S>(3, 3, 1, 1)).add(nn::LeakyReLU<D, S>(0.1)).add(nn::MaxPool2d<D, S>(2));
+  CHECK(leaky.layer(2).name() == "leakyrelu(0.1)");
+}

@@ -12,6 +12,8 @@ namespace act {
 /// Each activation gives s(x), s'(x) and s''(x); y = s(x) is passed too where it is cheaper.
 struct Relu {
   static constexpr bool piecewise_linear = true;
+  /// max(x, 0) commutes with a window maximum exactly; ties it creates (all x <= 0) have s' = 0.
+  static constexpr bool commutes_with_max = true;
   template <class T> static T f(T x) { return x > T(0) ? x : T(0); }
   template <class T> static T d1(T x, T) { return x > T(0) ? T(1) : T(0); }
   template <class T> static T d2(T, T) { return T(0); }
@@ -47,6 +49,10 @@ class Elementwise : public Layer<T, B> {
   std::string name() const override { return name_; }
   TensorSpec bind(const TensorSpec& in) override { return this->out_ = this->in_ = in; }
   bool piecewise_linear(bool) const override { return F::piecewise_linear; }
+  bool commutes_with_max() const override {
+    if constexpr (requires { F::commutes_with_max; }) return F::commutes_with_max;
+    else return false;
+  }
 
   void forward(const Pass<T>&, const Matrix<T>& x, Matrix<T>& y) override {
     y.resize(x.rows(), x.cols());
@@ -123,7 +129,8 @@ class Elementwise : public Layer<T, B> {
 };
 
 namespace act {
-/// LeakyReLU with negative slope `slope` (PyTorch default 0.01).
+/// LeakyReLU with negative slope `slope` (PyTorch default 0.01). Not commutes_with_max: slope * x
+/// can round two distinct negative inputs to one value, and the window maximum would then move.
 struct LeakyRelu {
   static constexpr bool piecewise_linear = true;
   double slope = 0.01;

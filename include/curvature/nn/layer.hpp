@@ -93,6 +93,13 @@ class Layer {
   /// A network of such layers has d^2 f / d theta_j^2 = 0 almost everywhere, so the diagonal of its
   /// Hessian equals the diagonal of its GGN exactly (curvature::hessian_diagonal).
   virtual bool piecewise_linear(bool /*train*/) const { return false; }
+  /// True for an elementwise s that commutes with a window maximum bit for bit, derivatives
+  /// included: max_j s(x_j) = s(max_j x_j), and wherever s merges inputs that the maximum would
+  /// tell apart, s' is zero (ReLU: s = 0, s' = 0 for x <= 0). Sequential runs a max-pool that
+  /// follows such a layer first, so s touches a k x k times smaller tensor.
+  virtual bool commutes_with_max() const { return false; }
+  /// True for max pooling (see commutes_with_max).
+  virtual bool is_max_pool() const { return false; }
 
   /// y = f(x).
   virtual void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) = 0;

@@ -91,6 +91,7 @@ template <Scalar T, class B = DefaultBackend>
 class MaxPool2d final : public detail::PoolBase<T, B> {
  public:
   explicit MaxPool2d(Index kernel, Index stride = 0) : detail::PoolBase<T, B>("maxpool", kernel, stride) {}
+  bool is_max_pool() const override { return true; }
 
   void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override {
     const Shape s = this->in_.shape;

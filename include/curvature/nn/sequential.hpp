@@ -33,16 +33,28 @@ class Sequential {
   Sequential& operator=(Sequential&&) noexcept = default;
 
   /// Appends a layer (by value); a layout change is inserted first when the layer needs one.
+  /// A max-pool added right after an activation that commutes with it (ReLU:
+  /// Layer::commutes_with_max) runs before that activation: pool(relu(x)) = relu(pool(x)) with
+  /// the same window choices and derivatives, bit for bit, and the activation then touches k x k
+  /// times fewer values in every pass. layer(l) follows this execution order; describe() keeps
+  /// the order of the calls to add().
   template <class L>
     requires std::derived_from<L, Layer<T, B>>
   Sequential& add(L layer) {
     return add(LayerPtr(std::make_unique<L>(std::move(layer))));
   }
   Sequential& add(LayerPtr layer) {
-    const TensorSpec cur = spec();
-    if (auto req = layer->required_layout(); req && *req != cur.layout)
+    names_.push_back(layer->name());
+    LayerPtr act;
+    if (layer->is_max_pool() && !layers_.empty() && layers_.back()->commutes_with_max()) {
+      act = std::move(layers_.back());
+      layers_.pop_back();
+      offsets_.pop_back();
+    }
+    if (auto req = layer->required_layout(); req && *req != spec().layout)
       push(std::make_unique<Relayout<T, B>>(*req));
     push(std::move(layer));
+    if (act) push(std::move(act));
     return *this;
   }
 
@@ -103,11 +115,10 @@ class Sequential {
   /// The architecture in curvature-probe's --arch syntax.
   std::string describe() const {
     std::string s;
-    for (const auto& l : layers_)
-      if (!dynamic_cast<const Relayout<T, B>*>(l.get())) {
-        if (!s.empty()) s += ',';
-        s += l->name();
-      }
+    for (const auto& name : names_) {
+      if (!s.empty()) s += ',';
+      s += name;
+    }
     return s;
   }
 
@@ -303,7 +314,8 @@ class Sequential {
 
   TensorSpec in_;
   B bk_;
-  std::vector<LayerPtr> layers_;
+  std::vector<LayerPtr> layers_;   // in execution order (see add)
+  std::vector<std::string> names_;  // the added layers' names, in the order of add()
   std::vector<Index> offsets_;
   Vector<T> params_;
   bool train_ = false;
