@@ -525,3 +525,29 @@ TEST_CASE("A max-pool after ReLU runs before it, with the textbook order's resul
   leaky.add(nn::Conv2d<D, S>(3, 3, 1, 1)).add(nn::LeakyReLU<D, S>(0.1)).add(nn::MaxPool2d<D, S>(2));
   CHECK(leaky.layer(2).name() == "leakyrelu(0.1)");
 }
+
+TEST_CASE("Conv2d's reused patch buffers stay right when the chunk size changes between calls", "[nn][conv]") {
+  // 2 x 8 x 8, k = 3, p = 1, double: 1.2 kB of patches per sample, so a chunk takes every sample
+  // of these small batches; the zero padding of a chunk buffer is written only when its chunk
+  // size changes, which the batch sizes below do back and forth, interleaved with backward.
+  const nn::TensorSpec in{nn::Shape{2, 8, 8}, nn::Layout::Channels};
+  nn::Conv2d<D, S> conv(3, 3, 1, 1);
+  conv.bind(in);
+  Rng rng(5);
+  const Vector<D> p = random_matrix(conv.num_params(), 1, rng).col(0);
+  for (const Index n : {5, 2, 5, 1, 3, 3}) {
+    INFO("batch " << n);
+    const TextbookConv tb{n, 2, 8, 3, 3};
+    const Matrix<D> x = random_matrix(n * 64, 2, rng), dy = random_matrix(n * 64, 3, rng);
+    nn::Pass<D> a{};
+    a.p = p.data();
+    a.n = n;
+    Matrix<D> y;
+    conv.forward(a, x, y);
+    CHECK(rel_err(y, tb.forward(x, p.data())) < 1e-13);
+    Matrix<D> g = Matrix<D>::Zero(conv.num_params(), 1);
+    nn::Sink<D> sum{nn::Reduction::Sum, g.data(), conv.num_params(), 1.0};
+    conv.backward(a, x, y, dy, nullptr, &sum);
+    CHECK(rel_err(g.col(0), tb.weight_grad(x, dy)) < 1e-13);
+  }
+}

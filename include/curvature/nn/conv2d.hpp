@@ -53,10 +53,10 @@ class Conv2d final : public Layer<T, B> {
   void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override {
     cols_of_ = nullptr;  // x may be new data at the address of the last input
     y.resize(a.n * ho_ * wo_, cout_);
-    for_chunks(a.n, [&](Index, Index i0, Index m, T* buf) {
+    for_chunks(a.n, [&](Index g, Index i0, Index m, T*) {
       auto blk = y.middleRows(i0 * ho_ * wo_, m * ho_ * wo_);
       fill_bias(blk, a.p);  // y = 1 b^T + cols W^T: the product accumulates, saving a zeroing pass
-      Serial{}.gemm(blk, im2col_chunk(x, 0, i0, m, buf), weight_t(a.p), T(1), true);
+      Serial{}.gemm(blk, im2col_chunk(x, 0, i0, m, g), weight_t(a.p), T(1), true);
     });
   }
 
@@ -69,15 +69,15 @@ class Conv2d final : public Layer<T, B> {
       v_all_.resize(ckk_, a.reps * cout_);
       for (Index r = 0; r < a.reps; ++r) v_all_.middleCols(r * cout_, cout_) = weight_t(a.vr(r));
     }
-    for_chunks(a.n, [&](Index, Index i0, Index m, T* buf) {
+    for_chunks(a.n, [&](Index g, Index i0, Index m, T*) {
       auto rows = ry.middleRows(i0 * p, m * p);
       if (a.v) {
         for (Index r = 0; r < a.reps; ++r) fill_bias(rows.middleCols(r * cout_, cout_), a.vr(r));
-        Serial{}.gemm(rows, im2col_chunk(x, 0, i0, m, buf), v_all_, T(1), true);
+        Serial{}.gemm(rows, im2col_chunk(x, 0, i0, m, g), v_all_, T(1), true);
       }
       for (Index r = 0; r < a.reps; ++r) {
         auto blk = rows.middleCols(r * cout_, cout_);
-        if (rx) Serial{}.gemm(blk, im2col_chunk(*rx, rep_of(*rx, r), i0, m, buf), weight_t(a.p), T(1), a.v != nullptr);
+        if (rx) Serial{}.gemm(blk, im2col_chunk(*rx, rep_of(*rx, r), i0, m, g), weight_t(a.p), T(1), a.v != nullptr);
         else if (!a.v) blk.setZero();
       }
     });
@@ -124,12 +124,12 @@ class Conv2d final : public Layer<T, B> {
     if (!rrx && !cross) return false;
     const Index p = ho_ * wo_;
     rry.resize(a.n * p, a.reps * cout_);
-    for_chunks(a.n, [&](Index, Index i0, Index m, T* buf) {
+    for_chunks(a.n, [&](Index g, Index i0, Index m, T*) {
       for (Index r = 0; r < a.reps; ++r) {
         auto blk = rry.middleCols(r * cout_, cout_).middleRows(i0 * p, m * p);
-        if (rrx) Serial{}.gemm(blk, im2col_chunk(*rrx, rep_of(*rrx, r), i0, m, buf), weight_t(a.p), T(1), false);
+        if (rrx) Serial{}.gemm(blk, im2col_chunk(*rrx, rep_of(*rrx, r), i0, m, g), weight_t(a.p), T(1), false);
         if (cross)
-          Serial{}.gemm(blk, im2col_chunk(*rx, rep_of(*rx, r), i0, m, buf), weight_t(a.vr(r)), T(2), rrx != nullptr);
+          Serial{}.gemm(blk, im2col_chunk(*rx, rep_of(*rx, r), i0, m, g), weight_t(a.vr(r)), T(2), rrx != nullptr);
       }
     });
     return true;
@@ -196,20 +196,24 @@ class Conv2d final : public Layer<T, B> {
   template <class F>
   void for_chunks(Index n, F&& f) {
     const Index m = chunk_samples(n), chunks = (n + m - 1) / m, groups = chunk_groups(n);
-    if (static_cast<Index>(scratch_.size()) < groups) scratch_.resize(groups);
+    if (static_cast<Index>(scratch_.size()) < groups) scratch_.resize(groups), pads_of_.resize(groups, 0);
     this->bk_.parallel_for(groups, [&](Index g0, Index g1) {
       for (Index g = g0; g < g1; ++g) {
         Vector<T>& buf = scratch_[g];
-        if (buf.size() < m * ho_ * wo_ * ckk_) buf.resize(m * ho_ * wo_ * ckk_);
+        if (buf.size() < m * ho_ * wo_ * ckk_) buf.resize(m * ho_ * wo_ * ckk_), pads_of_[g] = 0;
         for (Index c = chunks * g / groups; c < chunks * (g + 1) / groups; ++c)
           f(g, c * m, std::min(m, n - c * m), buf.data());
       }
     });
   }
 
-  /// The im2col rows [m*P, C*k*k] of samples [i0, i0 + m) of replica r of x, written to buf.
-  MatrixMap<T> im2col_chunk(const Matrix<T>& x, Index r, Index i0, Index m, T* buf) const {
-    im2col_cols(x, r, i0, m, 0, ckk_, buf);
+  /// The im2col rows [m*P, C*k*k] of samples [i0, i0 + m) of replica r of x, written to group g's
+  /// scratch. The zero-padding entries sit at the same places for every chunk of m samples and
+  /// nothing else writes there, so they are written only when the chunk size changes.
+  MatrixMap<T> im2col_chunk(const Matrix<T>& x, Index r, Index i0, Index m, Index g) {
+    T* buf = scratch_[g].data();
+    im2col_cols(x, r, i0, m, 0, ckk_, buf, pads_of_[g] == m);
+    pads_of_[g] = m;
     return MatrixMap<T>(buf, m * ho_ * wo_, ckk_);
   }
 
@@ -236,7 +240,7 @@ class Conv2d final : public Layer<T, B> {
       for (const WeightTerm& t : terms) {
         const bool shared = t.x->cols() == this->in_.shape.c;
         for (Index r = 0; r < reps; ++r) {
-          if (r == 0 || !shared) im2col_cols(*t.x, shared ? 0 : r, i0, m, 0, ckk_, buf);
+          if (r == 0 || !shared) im2col_chunk(*t.x, shared ? 0 : r, i0, m, g);
           const bool all = shared && t.a->cols() == reps * cout_;  // one product for every replica
           const Index cols_a = all ? reps * cout_ : cout_;
           auto a = t.a->middleCols(all || t.a->cols() == cout_ ? 0 : r * cout_, cols_a).middleRows(i0 * p, m * p);
@@ -301,7 +305,8 @@ class Conv2d final : public Layer<T, B> {
   /// Columns [q0, q1) of the im2col rows of samples [i0, i0 + m) of replica r of x:
   /// cols(i*P + oh*Wo + ow, (c*k + ki)*k + kj) = x_r((i0 + i)*H*W + (oh*s - pad + ki)*W + ow*s - pad + kj, c),
   /// 0 in the padding; column q starts at cols + q*m*P.
-  void im2col_cols(const Matrix<T>& x, Index r, Index i0, Index m, Index q0, Index q1, T* cols) const {
+  void im2col_cols(const Matrix<T>& x, Index r, Index i0, Index m, Index q0, Index q1, T* cols,
+                   bool pads_zero = false) const {
     const Shape s = this->in_.shape;
     const Index p = ho_ * wo_, hw = s.h * s.w;
     const T* src = x.data() + r * x.rows() * s.c;
@@ -319,22 +324,26 @@ class Conv2d final : public Layer<T, B> {
           // wrapped around from the neighbouring input rows.
           const Index first = h0 * wo_ + w0, last = (h1 - 1) * wo_ + w1;
           const T* in = plane + (h0 - pad_ + ki) * s.w + w0 - pad_ + kj;
-          std::fill(out, out + first, T(0));
+          if (!pads_zero) std::fill(out, out + first, T(0));
           std::copy(in, in + (last - first), out + first);
-          std::fill(out + last, out + p, T(0));
-          if (w0 > 0 || w1 < wo_)
-            for (Index oh = h0; oh < h1; ++oh) {
-              for (Index j = 0; j < w0; ++j) out[oh * wo_ + j] = T(0);
-              for (Index j = w1; j < wo_; ++j) out[oh * wo_ + j] = T(0);
-            }
+          if (!pads_zero) std::fill(out + last, out + p, T(0));
+          // column by column: strided stores, not one tiny memset call per row
+          for (Index j = 0; j < w0; ++j)
+            for (Index oh = h0; oh < h1; ++oh) out[oh * wo_ + j] = T(0);
+          for (Index j = w1; j < wo_; ++j)
+            for (Index oh = h0; oh < h1; ++oh) out[oh * wo_ + j] = T(0);
           continue;
         }
-        std::fill(out, out + h0 * wo_, T(0));
-        std::fill(out + h1 * wo_, out + p, T(0));
+        if (!pads_zero) {
+          std::fill(out, out + h0 * wo_, T(0));
+          std::fill(out + h1 * wo_, out + p, T(0));
+        }
         for (Index oh = h0; oh < h1; ++oh) {
           T* row = out + oh * wo_;
-          std::fill(row, row + w0, T(0));
-          std::fill(row + w1, row + wo_, T(0));
+          if (!pads_zero) {
+            std::fill(row, row + w0, T(0));
+            std::fill(row + w1, row + wo_, T(0));
+          }
           if (w1 == w0) continue;
           const T* in = plane + (oh * s_ - pad_ + ki) * s.w + w0 * s_ - pad_ + kj;
           if (s_ == 1) std::copy(in, in + (w1 - w0), row + w0);
@@ -397,6 +406,7 @@ class Conv2d final : public Layer<T, B> {
   Matrix<T> cols_, rcols_;        // im2col of the last input and of its tangents
   Vector<T> dcols_;               // one chunk of dy W for the input gradient
   std::vector<Vector<T>> scratch_;  // per group of chunks: one chunk's im2col rows
+  std::vector<Index> pads_of_;      // per group: the chunk size its scratch's zero padding is for
   std::vector<Matrix<T>> part_;     // per group of chunks: partial weight gradients [CKK, R*Cout]
   std::vector<Matrix<T>> part_b_;   // and bias gradients [Cout, R]
   Matrix<T> v_all_;                 // the weights of all tangent directions, [CKK, R*Cout]
