@@ -139,3 +139,37 @@ TEST_CASE("Pooling gives the same results on the serial and OpenMP backends", "[
   mo.backward(a, x, yo, ryo, &dxo, nullptr);
   CHECK(dxs == dxo);
 }
+
+TEST_CASE("MaxPool2d's first-maximum rule holds for every window size and stride, with many ties", "[nn][pool]") {
+  // Values from {0, 1, 2} tie in most windows; the textbook rule picks the first maximum in
+  // row-major order within the window. Kernels 2 and 3 run unrolled code, 4 the generic loop.
+  Rng rng(19);
+  for (const Geometry& g : {Geometry{2, 6, 7, 2, 0, 2}, Geometry{2, 7, 7, 3, 0, 2}, Geometry{1, 9, 8, 3, 2, 2},
+                            Geometry{2, 8, 9, 4, 0, 2}, Geometry{1, 9, 9, 4, 3, 1}, Geometry{2, 5, 6, 2, 1, 2}}) {
+    INFO("k " << g.k << " s " << g.s << " " << g.h << "x" << g.w);
+    nn::MaxPool2d<D, S> pool(g.k, g.s);
+    pool.bind(channels(g.c, g.h, g.w));
+    Matrix<D> x(g.n * g.h * g.w, g.c);
+    for (Index k = 0; k < x.size(); ++k) x.data()[k] = static_cast<D>(rng.below(3));
+    const Matrix<D> y = run_forward(pool, x, g.n);
+    const Matrix<D> dy = random_matrix(y.rows(), y.cols(), rng);
+    Matrix<D> dx;
+    nn::Pass<D> a{};
+    a.n = g.n;
+    pool.backward(a, x, y, dy, &dx, nullptr);
+    const Index st = g.s > 0 ? g.s : g.k, ho = (g.h - g.k) / st + 1, wo = (g.w - g.k) / st + 1;
+    Matrix<D> expect = Matrix<D>::Zero(x.rows(), x.cols()), xx = x, dd = dy;
+    for (Index i = 0; i < g.n; ++i)
+      for (Index c = 0; c < g.c; ++c)
+        for (Index oh = 0; oh < ho; ++oh)
+          for (Index ow = 0; ow < wo; ++ow) {
+            Index br = oh * st, bq = ow * st;
+            for (Index ki = 0; ki < g.k; ++ki)
+              for (Index kj = 0; kj < g.k; ++kj)
+                if (at(xx, g.h, g.w, i, c, oh * st + ki, ow * st + kj) > at(xx, g.h, g.w, i, c, br, bq))
+                  br = oh * st + ki, bq = ow * st + kj;
+            at(expect, g.h, g.w, i, c, br, bq) += at(dd, ho, wo, i, c, oh, ow);
+          }
+    CHECK(dx == expect);
+  }
+}
