@@ -53,34 +53,19 @@ class Conv2d final : public Layer<T, B> {
   void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override {
     cols_of_ = nullptr;  // x may be new data at the address of the last input
     y.resize(a.n * ho_ * wo_, cout_);
-    for_chunks(a.n, [&](Index g, Index i0, Index m, T*) {
-      auto blk = y.middleRows(i0 * ho_ * wo_, m * ho_ * wo_);
-      fill_bias(blk, a.p);  // y = 1 b^T + cols W^T: the product accumulates, saving a zeroing pass
-      Serial{}.gemm(blk, im2col_chunk(x, 0, i0, m, g), weight_t(a.p), T(1), true);
-    });
+    for_chunks(a.n, [&](Index g, Index i0, Index m, T*) { forward_chunk(y, im2col_chunk(x, 0, i0, m, g), a.p, i0, m); });
   }
 
   /// ry_r = conv(rx_r; W) + conv(x; V_r) + vb_r.
   void jvp(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>&, const Matrix<T>* rx, Matrix<T>& ry) override {
-    rcols_of_ = nullptr;
-    const Index p = ho_ * wo_;
-    ry.resize(a.n * p, a.reps * cout_);
-    if (a.v) {  // [V_0 ... V_{R-1}], so that the patches of x meet every direction in one product
-      v_all_.resize(ckk_, a.reps * cout_);
-      for (Index r = 0; r < a.reps; ++r) v_all_.middleCols(r * cout_, cout_) = weight_t(a.vr(r));
-    }
-    for_chunks(a.n, [&](Index g, Index i0, Index m, T*) {
-      auto rows = ry.middleRows(i0 * p, m * p);
-      if (a.v) {
-        for (Index r = 0; r < a.reps; ++r) fill_bias(rows.middleCols(r * cout_, cout_), a.vr(r));
-        Serial{}.gemm(rows, im2col_chunk(x, 0, i0, m, g), v_all_, T(1), true);
-      }
-      for (Index r = 0; r < a.reps; ++r) {
-        auto blk = rows.middleCols(r * cout_, cout_);
-        if (rx) Serial{}.gemm(blk, im2col_chunk(*rx, rep_of(*rx, r), i0, m, g), weight_t(a.p), T(1), a.v != nullptr);
-        else if (!a.v) blk.setZero();
-      }
-    });
+    forward_jvp_impl(a, x, rx, nullptr, ry);
+  }
+
+  /// forward and jvp with one im2col of x per chunk for both W and [V_0 ... V_R-1].
+  void forward_jvp(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, Matrix<T>& y, Matrix<T>& ry) override {
+    cols_of_ = nullptr;
+    y.resize(a.n * ho_ * wo_, cout_);
+    forward_jvp_impl(a, x, rx, &y, ry);
   }
 
   void backward(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>&, const Matrix<T>& dy, Matrix<T>* dx,
@@ -163,6 +148,42 @@ class Conv2d final : public Layer<T, B> {
   ConstMatrixMap<T> weight_t(const T* p) const { return ConstMatrixMap<T>(p, ckk_, cout_); }
   ConstVectorMap<T> bias(const T* p) const { return ConstVectorMap<T>(p + ckk_ * cout_, cout_); }
   detail::ConvDims dims(Index n, Index reps) const { return {n, ho_ * wo_, ckk_, cout_, reps}; }
+
+  /// Rows of samples [i0, i0 + m) of y = 1 b^T + cols W^T (the product accumulates onto the bias,
+  /// saving a zeroing pass).
+  void forward_chunk(Matrix<T>& y, const MatrixMap<T>& cols, const T* p, Index i0, Index m) const {
+    auto blk = y.middleRows(i0 * ho_ * wo_, m * ho_ * wo_);
+    fill_bias(blk, p);
+    Serial{}.gemm(blk, cols, weight_t(p), T(1), true);
+  }
+
+  /// ry = the JVP along the pass's directions and, when y is non-null, y = the forward pass; the
+  /// patches of x serve both products of a chunk.
+  void forward_jvp_impl(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, Matrix<T>* y, Matrix<T>& ry) {
+    rcols_of_ = nullptr;
+    const Index p = ho_ * wo_;
+    ry.resize(a.n * p, a.reps * cout_);
+    if (a.v) {  // [V_0 ... V_{R-1}], so that the patches of x meet every direction in one product
+      v_all_.resize(ckk_, a.reps * cout_);
+      for (Index r = 0; r < a.reps; ++r) v_all_.middleCols(r * cout_, cout_) = weight_t(a.vr(r));
+    }
+    for_chunks(a.n, [&](Index g, Index i0, Index m, T*) {
+      auto rows = ry.middleRows(i0 * p, m * p);
+      if (y || a.v) {
+        const MatrixMap<T> cols = im2col_chunk(x, 0, i0, m, g);
+        if (y) forward_chunk(*y, cols, a.p, i0, m);
+        if (a.v) {
+          for (Index r = 0; r < a.reps; ++r) fill_bias(rows.middleCols(r * cout_, cout_), a.vr(r));
+          Serial{}.gemm(rows, cols, v_all_, T(1), true);
+        }
+      }
+      for (Index r = 0; r < a.reps; ++r) {
+        auto blk = rows.middleCols(r * cout_, cout_);
+        if (rx) Serial{}.gemm(blk, im2col_chunk(*rx, rep_of(*rx, r), i0, m, g), weight_t(a.p), T(1), a.v != nullptr);
+        else if (!a.v) blk.setZero();
+      }
+    });
+  }
 
   template <class M>
   void fill_bias(M&& y, const T* p) const {

@@ -107,6 +107,15 @@ class Layer {
   /// rx is non-null or the layer has parameters.
   virtual void jvp(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>& y, const Matrix<T>* rx,
                    Matrix<T>& ry) = 0;
+  /// forward, then jvp along the pass's directions: y = f(x) and ry = J_x rx + J_theta v. Layers
+  /// override it to share work between the two (Conv2d builds the patches of x once).
+  virtual void forward_jvp(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, Matrix<T>& y, Matrix<T>& ry) {
+    Pass<T> f = a;
+    f.v = nullptr;
+    f.reps = 1;
+    forward(f, x, y);
+    jvp(a, x, y, rx, ry);
+  }
   /// dx = J_x^T dy (when dx is non-null) and the parameter contributions J_theta^T dy into sink
   /// (when non-null); dy has a.reps replicas.
   virtual void backward(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>& y, const Matrix<T>& dy,

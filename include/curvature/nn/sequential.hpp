@@ -164,8 +164,7 @@ class Sequential {
 
   /// Forward-mode product: J V for the d x m block V, as K x (m*N) (replica r = J v_r).
   Matrix<T> jvp(const Matrix<T>& x, const Matrix<T>& v) {
-    run_forward(x);
-    run_jvp(x, v);
+    run_forward_jvp(x, v);
     if (!active_.back()) return Matrix<T>::Zero(output_size(), v.cols() * x.cols());
     return racts_.back();
   }
@@ -176,8 +175,7 @@ class Sequential {
   /// mean loss; PerColumn with unscaled per-sample dF: H_i v_r).
   template <class Rop>
   void hvp(const Matrix<T>& x, const Matrix<T>& v, Rop&& rop, Reduction mode, Matrix<T>& out, T scale) {
-    run_forward(x);
-    run_jvp(x, v);
+    run_forward_jvp(x, v);
     const Index n = x.cols(), m = v.cols();
     const Index last = num_layers() - 1, first = first_param_layer();
     prepare_out(mode, n, m, out);
@@ -216,8 +214,7 @@ class Sequential {
         if (!l->has_jvp2())
           throw UnsupportedError("Sequential::jet2: layer " + l->name() + " has no second-order forward mode");
     }
-    run_forward(x);
-    run_jvp(x, v);
+    run_forward_jvp(x, v);
     const Index n = x.cols(), m = v.cols();
     rracts_.resize(layers_.size());
     std::vector<bool> on(layers_.size(), false);
@@ -260,14 +257,18 @@ class Sequential {
   }
 
   void run_forward(const Matrix<T>& x) {
+    check_input(x);
+    acts_.resize(layers_.size());
+    for (Index l = 0; l < num_layers(); ++l) layers_[l]->forward(pass(l, x.cols(), 1, nullptr, 0), input(l, x), acts_[l]);
+  }
+
+  void check_input(const Matrix<T>& x) {
     CURVATURE_CHECK_SHAPE(!layers_.empty(), "Sequential: the model has no layers");
     if (spec().layout != Layout::Features) push(std::make_unique<Relayout<T, B>>(Layout::Features));
     CURVATURE_CHECK_SHAPE(x.rows() == input_size() && x.cols() > 0, "Sequential::forward: input is ", x.rows(),
                           "x", x.cols(), " but the model takes ", input_size(), " (", in_.shape.str(),
                           ") features per sample, one sample per column");
     check_finite(x);
-    acts_.resize(layers_.size());
-    for (Index l = 0; l < num_layers(); ++l) layers_[l]->forward(pass(l, x.cols(), 1, nullptr, 0), input(l, x), acts_[l]);
   }
 
   void check_finite(const Matrix<T>& x) const {
@@ -279,16 +280,24 @@ class Sequential {
     CURVATURE_CHECK_VALUE(ok.load(), "Sequential::forward: input contains NaN or Inf");
   }
 
-  void run_jvp(const Matrix<T>& x, const Matrix<T>& v) {
+  /// The forward pass and the JVP along V, layer by layer (Layer::forward_jvp: a layer may share
+  /// work between the two, as Conv2d shares the patches of x).
+  void run_forward_jvp(const Matrix<T>& x, const Matrix<T>& v) {
+    check_input(x);
     CURVATURE_CHECK_SHAPE(v.rows() == num_params() && v.cols() > 0, "Sequential: direction block is ", v.rows(),
                           "x", v.cols(), " but the model has ", num_params(), " parameters");
+    const Index n = x.cols();
+    acts_.resize(layers_.size());
     racts_.resize(layers_.size());
     active_.assign(layers_.size(), false);
     for (Index l = 0; l < num_layers(); ++l) {
       const bool in_active = l > 0 && active_[l - 1];
-      if (!in_active && layers_[l]->num_params() == 0) continue;
-      layers_[l]->jvp(pass(l, x.cols(), v.cols(), v.data(), v.rows()), input(l, x), acts_[l],
-                      in_active ? &racts_[l - 1] : nullptr, racts_[l]);
+      if (!in_active && layers_[l]->num_params() == 0) {
+        layers_[l]->forward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l]);
+        continue;
+      }
+      layers_[l]->forward_jvp(pass(l, n, v.cols(), v.data(), v.rows()), input(l, x), in_active ? &racts_[l - 1] : nullptr,
+                              acts_[l], racts_[l]);
       active_[l] = true;
     }
   }
