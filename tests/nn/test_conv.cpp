@@ -478,6 +478,18 @@ TEST_CASE("A max-pool after ReLU runs before it, with the textbook order's resul
                  "relu to_features flatten linear(5) relu linear(3) ");
   CHECK(fast.describe() == ref.describe());
   CHECK(ref.layer(2).name() == "relu");
+  {  // a max-pool that does not fit leaves the model as it was, ReLU in place
+    nn::Sequential<D, S> m(nn::Shape{2, 7, 7});
+    m.add(nn::Conv2d<D, S>(3, 3, 1, 1)).add(nn::ReLU<D, S>());
+    const Index layers = m.num_layers();
+    CHECK_THROWS_AS(m.add(nn::MaxPool2d<D, S>(9)), ShapeError);
+    CHECK(m.num_layers() == layers);
+    CHECK(m.layer(layers - 1).name() == "relu");
+    CHECK(m.describe() == "conv(3,k=3,s=1,p=1),relu");
+    m.add(nn::MaxPool2d<D, S>(2));
+    CHECK(m.layer(layers - 1).name() == "maxpool(2,s=2)");
+    CHECK(m.forward(Matrix<D>::Ones(98, 2)).rows() == 27);
+  }
   // Parameters with few distinct values and integer inputs make many tied windows, positive
   // ones and windows that are all <= 0 after ReLU.
   Vector<D> p = fast.params();

@@ -43,18 +43,28 @@ class Sequential {
   Sequential& add(L layer) {
     return add(LayerPtr(std::make_unique<L>(std::move(layer))));
   }
+  /// A layer that does not fit (ShapeError from its bind) leaves the model as it was.
   Sequential& add(LayerPtr layer) {
-    names_.push_back(layer->name());
+    std::string name = layer->name();
     LayerPtr act;
     if (layer->is_max_pool() && !layers_.empty() && layers_.back()->commutes_with_max()) {
       act = std::move(layers_.back());
       layers_.pop_back();
       offsets_.pop_back();
     }
-    if (auto req = layer->required_layout(); req && *req != spec().layout)
-      push(std::make_unique<Relayout<T, B>>(*req));
-    push(std::move(layer));
+    const std::size_t kept = layers_.size();
+    try {
+      if (auto req = layer->required_layout(); req && *req != spec().layout)
+        push(std::make_unique<Relayout<T, B>>(*req));
+      push(std::move(layer));
+    } catch (...) {  // drop a layout change pushed for it; put the activation back as it was
+      layers_.resize(kept);
+      offsets_.resize(kept);
+      if (act) offsets_.push_back(num_params()), layers_.push_back(std::move(act));
+      throw;
+    }
     if (act) push(std::move(act));
+    names_.push_back(std::move(name));
     return *this;
   }
 
