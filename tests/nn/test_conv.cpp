@@ -563,3 +563,111 @@ TEST_CASE("Conv2d's reused patch buffers stay right when the chunk size changes 
     CHECK(rel_err(g.col(0), tb.weight_grad(x, dy)) < 1e-13);
   }
 }
+
+// ---- the direct (stride-1) kernel ----
+
+namespace {
+/// The textbook forward pass of a stride-1 convolution, Channels layout.
+Matrix<D> textbook_conv(const Matrix<D>& x, const Vector<D>& p, Index n, Index c, Index h, Index w, Index co, Index k,
+                        Index pad) {
+  const Index ho = h + 2 * pad - k + 1, wo = w + 2 * pad - k + 1;
+  Matrix<D> ref(n * ho * wo, co);
+  for (Index i = 0; i < n; ++i)
+    for (Index o = 0; o < co; ++o)
+      for (Index oh = 0; oh < ho; ++oh)
+        for (Index ow = 0; ow < wo; ++ow) {
+          D acc = p[co * c * k * k + o];
+          for (Index ci = 0; ci < c; ++ci)
+            for (Index ki = 0; ki < k; ++ki)
+              for (Index kj = 0; kj < k; ++kj) {
+                const Index ih = oh - pad + ki, iw = ow - pad + kj;
+                if (ih >= 0 && ih < h && iw >= 0 && iw < w)
+                  acc += p[((o * c + ci) * k + ki) * k + kj] * x(i * h * w + ih * w + iw, ci);
+              }
+          ref(i * ho * wo + oh * wo + ow, o) = acc;
+        }
+  return ref;
+}
+
+template <class B>
+nn::Sequential<D, B> direct_cnn(nn::ConvAlgorithm algo, B b = B{}) {
+  nn::Sequential<D, B> m(nn::Shape{3, 7, 21}, b);
+  m.add(nn::Conv2d<D, B>(9, 3, 1, 1).algorithm(algo)).add(nn::ReLU<D, B>()).add(nn::MaxPool2d<D, B>(2, 1));
+  m.add(nn::Conv2d<D, B>(5, 5, 1, 2).algorithm(algo)).add(nn::Tanh<D, B>());
+  m.add(nn::Conv2d<D, B>(2, 2, 1, 1).algorithm(algo)).add(nn::Flatten<D, B>()).add(nn::Linear<D, B>(4));
+  m.init(21);
+  return m;
+}
+}  // namespace
+
+TEST_CASE("Conv2d's direct kernel: textbook forward pass and finite-difference derivatives", "[nn][conv][direct]") {
+  // Output rows narrower than, equal to and wider than a SIMD vector (partial last vectors),
+  // kernels 1, 2 (generic path), 3 and 5, padding 0 to k-1, output channels off the blocks of 8.
+  struct G { Index c, h, w, out, k, p, n; };
+  for (G g : {G{2, 5, 19, 3, 3, 1, 2}, G{1, 4, 9, 9, 1, 0, 2}, G{2, 6, 21, 2, 5, 2, 2}, G{3, 3, 17, 10, 3, 0, 2},
+              G{1, 5, 8, 4, 2, 1, 3}, G{2, 3, 4, 3, 3, 2, 2}}) {
+    INFO("c " << g.c << ", " << g.h << "x" << g.w << ", out " << g.out << ", k " << g.k << ", p " << g.p);
+    nn::Conv2d<D, S> conv(g.out, g.k, 1, g.p);
+    conv.algorithm(nn::ConvAlgorithm::Direct);
+    const nn::TensorSpec in{nn::Shape{g.c, g.h, g.w}, nn::Layout::Channels};
+    conv.bind(in);
+    REQUIRE(conv.uses_direct());
+    Rng rng(static_cast<std::uint64_t>(g.w * 10 + g.k));
+    const Matrix<D> x = random_matrix(in.rows(g.n), g.c, rng);
+    const Vector<D> p = random_matrix(conv.num_params(), 1, rng).col(0);
+    nn::Pass<D> a{};
+    a.p = p.data();
+    a.n = g.n;
+    Matrix<D> y;
+    conv.forward(a, x, y);
+    CHECK(rel_err(y, textbook_conv(x, p, g.n, g.c, g.h, g.w, g.out, g.k, g.p)) < 1e-14);
+    check_layer(conv, in, g.n, 300 + g.w);
+  }
+}
+
+TEST_CASE("Conv nets on the direct kernel equal the same nets on im2col products", "[nn][conv][direct][model]") {
+  auto a = direct_cnn<S>(nn::ConvAlgorithm::Direct), b = direct_cnn<S>(nn::ConvAlgorithm::Im2col);
+  auto c = direct_cnn<backend::OpenMP>(nn::ConvAlgorithm::Direct, backend::OpenMP{2});
+  REQUIRE(nn::Conv2d<D, S>(9, 3, 1, 1).algorithm() == nn::ConvAlgorithm::Auto);
+  Rng rng(31);
+  const Index n = 5;
+  const Matrix<D> x = random_matrix(a.input_size(), n, rng);
+  std::vector<std::int64_t> y(n);
+  for (auto& v : y) v = static_cast<std::int64_t>(rng.below(4));
+  loss::CrossEntropy<D> ce;
+  const Vector<D> g = loss_and_gradient(b, ce, x, y).gradient;
+  CHECK(rel_err(loss_and_gradient(a, ce, x, y).gradient, g) < 1e-13);
+  CHECK(loss_and_gradient(c, ce, x, y).gradient == loss_and_gradient(a, ce, x, y).gradient);  // no reductions moved
+  CHECK(rel_err(a.forward(x), b.forward(x)) < 1e-13);
+  const Matrix<D> v = random_matrix(a.num_params(), 3, rng);
+  CHECK(rel_err(a.jvp(x, v), b.jvp(x, v)) < 1e-13);
+  CHECK(rel_err(hvp(a, ce, x, y, v), hvp(b, ce, x, y, v)) < 1e-12);
+  CHECK(rel_err(hvp(c, ce, x, y, v), hvp(a, ce, x, y, v)) < 1e-13);
+  Matrix<D> pa, pb;
+  per_sample_gradients(a, ce, x, y, pa);
+  per_sample_gradients(b, ce, x, y, pb);
+  CHECK(rel_err(pa, pb) < 1e-13);
+  per_sample_hvp(a, ce, x, y, v, pa);
+  per_sample_hvp(b, ce, x, y, v, pb);
+  CHECK(rel_err(pa, pb) < 1e-12);
+  CHECK(rel_err(fisher_diagonal(a, ce, x, y), fisher_diagonal(b, ce, x, y)) < 1e-12);
+  REQUIRE(a.supports_jet2());
+  Matrix<D> ja, jb;
+  a.jet2(x, v, [&](const Matrix<D>&, const Matrix<D>&, const Matrix<D>& rrf) { ja = rrf; });
+  b.jet2(x, v, [&](const Matrix<D>&, const Matrix<D>&, const Matrix<D>& rrf) { jb = rrf; });
+  CHECK(rel_err(ja, jb) < 1e-12);
+}
+
+TEST_CASE("Conv2d refuses the direct kernel where it does not apply", "[nn][conv][direct][errors]") {
+  REQUIRE_THROWS_AS((nn::Conv2d<D, S>(2, 3, 2, 1).algorithm(nn::ConvAlgorithm::Direct)), ValueError);
+  REQUIRE_THROWS_WITH((nn::Conv2d<D, S>(2, 3, 1, 3).algorithm(nn::ConvAlgorithm::Direct)),
+                      Catch::Contains("conv(2,k=3,s=1,p=3)") && Catch::Contains("stride 1"));
+  nn::Conv2d<D, S> strided(2, 3, 2, 1);  // Auto falls back to im2col
+  strided.bind(nn::TensorSpec{nn::Shape{1, 40, 40}, nn::Layout::Channels});
+  CHECK_FALSE(strided.uses_direct());
+  nn::Conv2d<D, S> wide(2, 3, 1, 1), narrow(2, 3, 1, 1);
+  wide.bind(nn::TensorSpec{nn::Shape{1, 4, 40}, nn::Layout::Channels});
+  narrow.bind(nn::TensorSpec{nn::Shape{1, 4, 2}, nn::Layout::Channels});
+  CHECK(wide.uses_direct());
+  CHECK_FALSE(narrow.uses_direct());
+}

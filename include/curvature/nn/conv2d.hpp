@@ -3,6 +3,11 @@
 // Channels layout [N*H*W, C]: with the im2col matrix cols [N*Ho*Wo, C*k*k] of the whole batch,
 // the forward pass is one product y = cols W^T, and theta holds W [Cout, C, k, k] row-major,
 // i.e. the column-major W^T [C*k*k, Cout], then b [Cout].
+//
+// Stride-1 layers run the forward pass, the JVP and the input gradients (all convolutions: the
+// transposed convolution of a stride-1 layer is one too) through a direct kernel instead
+// (detail/direct_conv.hpp); parameter gradients, second-order forward mode and per-sample
+// reductions always use im2col products. Conv2d::algorithm chooses.
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -10,9 +15,14 @@
 #include <vector>
 
 #include "curvature/nn/detail/conv_grad.hpp"
+#include "curvature/nn/detail/direct_conv.hpp"
 #include "curvature/nn/layer.hpp"
 
 namespace curvature::nn {
+
+/// How a Conv2d computes its forward pass, JVP and input gradients: Auto takes Direct for stride 1,
+/// padding below the kernel size and output rows at least one SIMD vector wide, Im2col otherwise.
+enum class ConvAlgorithm { Auto, Im2col, Direct };
 
 template <Scalar T, class B = DefaultBackend>
 class Conv2d final : public Layer<T, B> {
@@ -25,6 +35,21 @@ class Conv2d final : public Layer<T, B> {
 
   std::string name() const override {
     return curvature::detail::cat("conv(", cout_, ",k=", k_, ",s=", s_, ",p=", pad_, ")");
+  }
+
+  /// Chooses the algorithm (both give the same values up to float rounding). Direct needs stride 1
+  /// and padding < kernel; asking for it otherwise throws ValueError.
+  Conv2d& algorithm(ConvAlgorithm a) {
+    CURVATURE_CHECK_VALUE(a != ConvAlgorithm::Direct || (s_ == 1 && pad_ < k_), name(),
+                          ": the direct algorithm needs stride 1 and padding smaller than the kernel");
+    algo_ = a;
+    return *this;
+  }
+  ConvAlgorithm algorithm() const { return algo_; }
+  /// True when the forward pass, JVP and input gradients run the direct kernel (after bind).
+  bool uses_direct() const {
+    if (algo_ == ConvAlgorithm::Im2col || s_ != 1 || pad_ >= k_) return false;
+    return algo_ == ConvAlgorithm::Direct || wo_ >= detail::direct_lanes<T>();
   }
   std::optional<Layout> required_layout() const override { return Layout::Channels; }
 
@@ -53,6 +78,15 @@ class Conv2d final : public Layer<T, B> {
   void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override {
     cols_of_ = nullptr;  // x may be new data at the address of the last input
     y.resize(a.n * ho_ * wo_, cout_);
+    if (uses_direct()) {
+      detail::direct_pack(a.p, this->in_.shape.c, k_, cout_, false, pack(wpack_, ckk_ * cout_));
+      for_samples(a.n, [&](Index g, Index i) {
+        const T* padded = pad_sample(g, x, 0, i);
+        detail::direct_conv_sample<T>(direct_shape(), padded, wpack_.data(), a.p + ckk_ * cout_, false,
+                                   y.data() + i * ho_ * wo_, y.rows());
+      });
+      return;
+    }
     for_chunks(a.n, [&](Index g, Index i0, Index m, T*) { forward_chunk(y, im2col_chunk(x, 0, i0, m, g), a.p, i0, m); });
   }
 
@@ -109,6 +143,10 @@ class Conv2d final : public Layer<T, B> {
     if (!rrx && !cross) return false;
     const Index p = ho_ * wo_;
     rry.resize(a.n * p, a.reps * cout_);
+    if (uses_direct()) {
+      jvp2_direct(a, rx, rrx, cross, rry);
+      return true;
+    }
     for_chunks(a.n, [&](Index g, Index i0, Index m, T*) {
       for (Index r = 0; r < a.reps; ++r) {
         auto blk = rry.middleCols(r * cout_, cout_).middleRows(i0 * p, m * p);
@@ -167,6 +205,7 @@ class Conv2d final : public Layer<T, B> {
       v_all_.resize(ckk_, a.reps * cout_);
       for (Index r = 0; r < a.reps; ++r) v_all_.middleCols(r * cout_, cout_) = weight_t(a.vr(r));
     }
+    if (uses_direct()) return forward_jvp_direct(a, x, rx, y, ry);
     for_chunks(a.n, [&](Index g, Index i0, Index m, T*) {
       auto rows = ry.middleRows(i0 * p, m * p);
       if (y || a.v) {
@@ -256,7 +295,8 @@ class Conv2d final : public Layer<T, B> {
     const Index groups = chunk_groups(n);
     if (static_cast<Index>(part_.size()) < groups) part_.resize(groups), part_b_.resize(groups);
     for (Index g = 0; g < groups; ++g) part_[g].setZero(ckk_, reps * cout_), part_b_[g].setZero(cout_, reps);
-    for_chunks(n, [&](Index g, Index i0, Index m, T* buf) {
+    if (uses_direct() && detail::direct_wgrad_supports(k_)) param_grad_direct(n, reps, terms);
+    else for_chunks(n, [&](Index g, Index i0, Index m, T* buf) {
       const ConstMatrixMap<T> cols(buf, m * p, ckk_);
       for (const WeightTerm& t : terms) {
         const bool shared = t.x->cols() == this->in_.shape.c;
@@ -280,6 +320,47 @@ class Conv2d final : public Layer<T, B> {
         VectorMap<T>(out + ckk_ * cout_, cout_) += s.scale * part_b_[g].col(r);
       }
     }
+  }
+
+  /// param_grad_sum's partials on the direct kernel: each group takes its samples (as for_samples
+  /// deals them) a few at a time (shifted copies of at most 256 KB), and correlates every term's
+  /// input with its cotangent planes; when the input is shared by all replicas, the R*Cout
+  /// cotangent planes go through as one set.
+  void param_grad_direct(Index n, Index reps, std::initializer_list<WeightTerm> terms) {
+    const Index p = ho_ * wo_, groups = chunk_groups(n), c = this->in_.shape.c, hw = this->in_.shape.h * this->in_.shape.w;
+    const detail::DirectConvShape sx = direct_shape();
+    const Index stride = sx.template shifted_size<T>();
+    const Index sub = std::clamp<Index>((Index{256} << 10) / static_cast<Index>(sizeof(T) * stride), 1, n);
+    if (static_cast<Index>(padded_.size()) < groups) padded_.resize(groups);
+    this->bk_.parallel_for(groups, [&](Index g0, Index g1) {
+      for (Index g = g0; g < g1; ++g) {
+        const Index end = n * (g + 1) / groups;
+        for (Index i0 = n * g / groups; i0 < end; i0 += sub) {
+          const Index m = std::min(sub, end - i0);
+          T* buf = pack(padded_[g], m * stride);
+          for (const WeightTerm& t : terms) {
+            const bool shared = t.x->cols() == c;
+            const bool all = shared && t.a->cols() == reps * cout_;  // every replica at once
+            for (Index r = 0; r < reps; ++r) {
+              if (r == 0 || !shared)
+                for (Index i = 0; i < m; ++i)
+                  detail::direct_shift(sx, t.x->data() + (shared ? 0 : r) * c * t.x->rows() + (i0 + i) * hw,
+                                       t.x->rows(), buf + i * stride);
+              const Index first = all || t.a->cols() == cout_ ? 0 : r * cout_;
+              const Index channels = all ? reps * cout_ : cout_;
+              detail::direct_wgrad<T>(sx, m, buf, t.a->data() + first * t.a->rows() + i0 * p, t.a->rows(), channels,
+                                      part_[g].data() + r * cout_ * ckk_, ckk_);
+              if (t.bias) {
+                auto a = t.a->middleCols(first, channels).middleRows(i0 * p, m * p);
+                for (Index q = 0; q < channels / cout_; ++q)
+                  part_b_[g].col(r + q) += a.middleCols(q * cout_, cout_).colwise().sum().transpose();
+              }
+              if (all) break;
+            }
+          }
+        }
+      }
+    });
   }
 
   /// im2col of the whole batch of x, for the per-sample reductions and K-FAC's patches; reused
@@ -375,9 +456,121 @@ class Conv2d final : public Layer<T, B> {
     }
   }
 
+  // ---- direct kernel (stride 1) ----
+
+  /// The forward convolution's geometry for the direct kernel.
+  detail::DirectConvShape direct_shape(Index out_channels = 0) const {
+    const Shape s = this->in_.shape;
+    return {s.c, s.h, s.w, pad_, k_, out_channels ? out_channels : cout_};
+  }
+
+  /// The transposed convolution's: the output cotangent padded by k-1-p gives the input's size.
+  detail::DirectConvShape transposed_shape() const { return {cout_, ho_, wo_, k_ - 1 - pad_, k_, this->in_.shape.c}; }
+
+  static T* pack(Vector<T>& buf, Index size) {
+    if (buf.size() < size) buf.resize(size);
+    return buf.data();
+  }
+
+  /// Calls f(g, i) for every sample i, the samples dealt to groups g as for_chunks deals them.
+  template <class F>
+  void for_samples(Index n, F&& f) {
+    const Index groups = chunk_groups(n);
+    if (static_cast<Index>(padded_.size()) < groups) padded_.resize(groups);
+    this->bk_.parallel_for(groups, [&](Index g0, Index g1) {
+      for (Index g = g0; g < g1; ++g)
+        for (Index i = n * g / groups; i < n * (g + 1) / groups; ++i) f(g, i);
+    });
+  }
+
+  /// Group g's zero-padded copy of sample i of replica r of the Channels-layout tensor t, whose
+  /// planes are in_shape (h x w, padded by pad) with `channels` columns per replica.
+  const T* pad_planes(Index g, const detail::DirectConvShape& s, const Matrix<T>& t, Index r, Index i) {
+    T* buf = pack(padded_[g], s.template pad_size<T>());
+    detail::direct_pad(s, t.data() + r * s.cin * t.rows() + i * s.h * s.w, t.rows(), buf);
+    return buf;
+  }
+  const T* pad_sample(Index g, const Matrix<T>& x, Index r, Index i) { return pad_planes(g, direct_shape(), x, r, i); }
+
+  /// forward_jvp_impl on the direct kernel: per sample, the padded x meets W (y) and every V_r
+  /// (all directions as one convolution with R*Cout outputs), then each padded rx_r meets W.
+  void forward_jvp_direct(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, Matrix<T>* y, Matrix<T>& ry) {
+    const Index p = ho_ * wo_, c = this->in_.shape.c;
+    detail::direct_pack(a.p, c, k_, cout_, false, pack(wpack_, ckk_ * cout_));
+    if (a.v) {
+      detail::direct_pack(v_all_.data(), c, k_, a.reps * cout_, false, pack(vpack_, ckk_ * a.reps * cout_));
+      T* vb = pack(vbias_, a.reps * cout_);
+      for (Index r = 0; r < a.reps; ++r) std::copy(a.vr(r) + ckk_ * cout_, a.vr(r) + ckk_ * cout_ + cout_, vb + r * cout_);
+    }
+    const bool rx_shared = rx && rx->cols() == c;
+    for_samples(a.n, [&](Index g, Index i) {
+      if (y || a.v) {
+        const T* padded = pad_sample(g, x, 0, i);
+        if (y) detail::direct_conv_sample<T>(direct_shape(), padded, wpack_.data(), a.p + ckk_ * cout_, false,
+                                          y->data() + i * p, y->rows());
+        if (a.v) detail::direct_conv_sample<T>(direct_shape(a.reps * cout_), padded, vpack_.data(), vbias_.data(), false,
+                                            ry.data() + i * p, ry.rows());
+      }
+      for (Index r = 0; r < a.reps; ++r) {
+        T* out = ry.data() + r * cout_ * ry.rows() + i * p;
+        if (rx) {
+          const T* padded = (r == 0 || !rx_shared) ? pad_sample(g, *rx, rx_shared ? 0 : r, i) : padded_[g].data();
+          detail::direct_conv_sample<T>(direct_shape(), padded, wpack_.data(), nullptr, a.v != nullptr, out, ry.rows());
+        } else if (!a.v) {
+          for (Index o = 0; o < cout_; ++o) std::fill(out + o * ry.rows(), out + o * ry.rows() + p, T(0));
+        }
+      }
+    });
+  }
+
+  /// jvp2 on the direct kernel: per sample and replica, the padded rrx_r meets W and the padded
+  /// rx_r meets 2 V_r (the factor 2 packed into the weights: exact).
+  void jvp2_direct(const Pass<T>& a, const Matrix<T>* rx, const Matrix<T>* rrx, bool cross, Matrix<T>& rry) {
+    const Index p = ho_ * wo_, c = this->in_.shape.c, w = ckk_ * cout_;
+    if (rrx) detail::direct_pack(a.p, c, k_, cout_, false, pack(wpack_, w));
+    if (cross) {
+      T* vp = pack(vpack_, a.reps * w);
+      for (Index r = 0; r < a.reps; ++r) {
+        detail::direct_pack(a.vr(r), c, k_, cout_, false, vp + r * w);
+        VectorMap<T>(vp + r * w, w) *= T(2);
+      }
+    }
+    for_samples(a.n, [&](Index g, Index i) {
+      for (Index r = 0; r < a.reps; ++r) {
+        T* out = rry.data() + r * cout_ * rry.rows() + i * p;
+        if (rrx)
+          detail::direct_conv_sample<T>(direct_shape(), pad_sample(g, *rrx, rep_of(*rrx, r), i), wpack_.data(), nullptr,
+                                        false, out, rry.rows());
+        if (cross)
+          detail::direct_conv_sample<T>(direct_shape(), pad_sample(g, *rx, rep_of(*rx, r), i), vpack_.data() + r * w,
+                                        nullptr, rrx != nullptr, out, rry.rows());
+      }
+    });
+  }
+
+  /// input_grad on the direct kernel: each term's replica of dy, padded by k-1-p, convolved with
+  /// its flipped, channel-swapped weights, the terms summed in place.
+  void input_grad_direct(Matrix<T>& dx, Index r, Index n, std::initializer_list<InputTerm> terms) {
+    const Index c = this->in_.shape.c, hw = this->in_.shape.h * this->in_.shape.w;
+    const detail::DirectConvShape sd = transposed_shape();
+    if (tpack_.size() < terms.size()) tpack_.resize(terms.size());
+    Index t = 0;
+    for (const InputTerm& term : terms) detail::direct_pack(term.w, c, k_, cout_, true, pack(tpack_[t++], ckk_ * cout_));
+    T* out = dx.data() + r * c * dx.rows();
+    for_samples(n, [&](Index g, Index i) {
+      Index j = 0;
+      for (const InputTerm& term : terms) {
+        const T* padded = pad_planes(g, sd, *term.dy, term.dy->cols() == cout_ ? 0 : r, i);
+        detail::direct_conv_sample<T>(sd, padded, tpack_[j].data(), nullptr, j > 0, out + i * hw, dx.rows());
+        ++j;
+      }
+    });
+  }
+
   /// Replica r of dx = col2im(sum_t dy_t W_t), the transposed convolution. The batch is processed
   /// in chunks of samples whose dcols (~1 MB) stay in cache between the product and the scatter.
   void input_grad(Matrix<T>& dx, Index r, Index n, std::initializer_list<InputTerm> terms) {
+    if (uses_direct()) return input_grad_direct(dx, r, n, terms);
     const Index p = ho_ * wo_;
     const Index nb = std::clamp<Index>((Index{1} << 20) / static_cast<Index>(sizeof(T) * p * ckk_), 1, n);
     if (dcols_.size() < nb * p * ckk_) dcols_.resize(nb * p * ckk_);
@@ -423,7 +616,11 @@ class Conv2d final : public Layer<T, B> {
   }
 
   Index cout_, k_, s_, pad_;
+  ConvAlgorithm algo_ = ConvAlgorithm::Auto;
   Index ho_ = 0, wo_ = 0, ckk_ = 0;
+  std::vector<Vector<T>> padded_;    // per group: one sample's zero-padded planes (direct kernel)
+  Vector<T> wpack_, vpack_, vbias_;  // W, [V_0 ... V_R-1] and their biases packed for the direct kernel
+  std::vector<Vector<T>> tpack_;     // per input-gradient term: flipped weights of the transposed conv
   Matrix<T> cols_, rcols_;        // im2col of the last input and of its tangents
   Vector<T> dcols_;               // one chunk of dy W for the input gradient
   std::vector<Vector<T>> scratch_;  // per group of chunks: one chunk's im2col rows
