@@ -10,6 +10,31 @@ using curvature::testing::rel_err;
 using D = double;
 using S = backend::Serial;
 
+namespace {
+/// The textbook forward pass of a convolution (PyTorch's definition), Channels layout
+/// [N*H*W, C] in and [N*Ho*Wo, Cout] out; p holds W [Cout, C, k, k] row-major, then the bias.
+Matrix<D> textbook_conv(const Matrix<D>& x, const D* p, Index n, Index c, Index h, Index w, Index co, Index k, Index st,
+                        Index pad) {
+  const Index ho = (h + 2 * pad - k) / st + 1, wo = (w + 2 * pad - k) / st + 1;
+  Matrix<D> ref(n * ho * wo, co);
+  for (Index i = 0; i < n; ++i)
+    for (Index o = 0; o < co; ++o)
+      for (Index oh = 0; oh < ho; ++oh)
+        for (Index ow = 0; ow < wo; ++ow) {
+          D acc = p[co * c * k * k + o];
+          for (Index ci = 0; ci < c; ++ci)
+            for (Index ki = 0; ki < k; ++ki)
+              for (Index kj = 0; kj < k; ++kj) {
+                const Index ih = oh * st - pad + ki, iw = ow * st - pad + kj;
+                if (ih >= 0 && ih < h && iw >= 0 && iw < w)
+                  acc += p[((o * c + ci) * k + ki) * k + kj] * x(i * h * w + ih * w + iw, ci);
+              }
+          ref(i * ho * wo + oh * wo + ow, o) = acc;
+        }
+  return ref;
+}
+}  // namespace
+
 TEST_CASE("Conv2d derivatives match finite differences on many geometries", "[nn][conv]") {
   struct G { Index c, h, w, out, k, s, p, n; };
   for (G g : {G{1, 4, 4, 2, 3, 1, 0, 2}, G{2, 5, 4, 3, 3, 1, 1, 2}, G{3, 6, 6, 2, 2, 2, 0, 3}, G{2, 5, 5, 2, 3, 2, 1, 2},
@@ -29,22 +54,13 @@ TEST_CASE("Conv2d and MaxPool2d forward passes equal the textbook loops (NCHW, P
   m.set_params(random_matrix(m.num_params(), 1, rng).col(0));
   const Matrix<D> x = random_matrix(c * h * w, n, rng);  // NCHW per sample
   const Matrix<D> y = m.forward(x);
-  const D* wt = m.params().data();  // [co, c, k, k] then bias
-  Matrix<D> ref(co * ho * wo, n);
+  Matrix<D> xc(n * h * w, c);  // the same input in the Channels layout
   for (Index i = 0; i < n; ++i)
-    for (Index o = 0; o < co; ++o)
-      for (Index oh = 0; oh < ho; ++oh)
-        for (Index ow = 0; ow < wo; ++ow) {
-          D acc = wt[co * c * k * k + o];
-          for (Index ci = 0; ci < c; ++ci)
-            for (Index ki = 0; ki < k; ++ki)
-              for (Index kj = 0; kj < k; ++kj) {
-                const Index ih = oh * st - pad + ki, iw = ow * st - pad + kj;
-                if (ih < 0 || ih >= h || iw < 0 || iw >= w) continue;
-                acc += wt[((o * c + ci) * k + ki) * k + kj] * x(ci * h * w + ih * w + iw, i);
-              }
-          ref((o * ho + oh) * wo + ow, i) = acc;
-        }
+    for (Index ci = 0; ci < c; ++ci) xc.col(ci).segment(i * h * w, h * w) = x.col(i).segment(ci * h * w, h * w);
+  const Matrix<D> rc = textbook_conv(xc, m.params().data(), n, c, h, w, co, k, st, pad);
+  Matrix<D> ref(co * ho * wo, n);  // back to NCHW per sample
+  for (Index i = 0; i < n; ++i)
+    for (Index o = 0; o < co; ++o) ref.col(i).segment(o * ho * wo, ho * wo) = rc.col(o).segment(i * ho * wo, ho * wo);
   CHECK(rel_err(y, ref) < 1e-14);
 
   nn::Sequential<D, S> pool(nn::Shape{c, h, w});
@@ -295,7 +311,7 @@ TEST_CASE("Conv2d forward equals the textbook loops for kernels 1-3, strides 1-2
   for (Index k : {1, 2, 3})
     for (Index st : {1, 2})
       for (Index pad : {0, 1}) {
-        const Index n = 2, c = 2, h = 5, w = 6, co = 2, ho = (h + 2 * pad - k) / st + 1, wo = (w + 2 * pad - k) / st + 1;
+        const Index n = 2, c = 2, h = 5, w = 6, co = 2;
         INFO("k = " << k << ", s = " << st << ", p = " << pad);
         nn::Conv2d<D, S> conv(co, k, st, pad);
         conv.bind(nn::TensorSpec{nn::Shape{c, h, w}, nn::Layout::Channels});
@@ -307,21 +323,7 @@ TEST_CASE("Conv2d forward equals the textbook loops for kernels 1-3, strides 1-2
         a.n = n;
         Matrix<D> y;
         conv.forward(a, x, y);
-        Matrix<D> ref(n * ho * wo, co);
-        for (Index i = 0; i < n; ++i)
-          for (Index o = 0; o < co; ++o)
-            for (Index oh = 0; oh < ho; ++oh)
-              for (Index ow = 0; ow < wo; ++ow) {
-                D acc = p[co * c * k * k + o];
-                for (Index ci = 0; ci < c; ++ci)
-                  for (Index ki = 0; ki < k; ++ki)
-                    for (Index kj = 0; kj < k; ++kj) {
-                      const Index ih = oh * st - pad + ki, iw = ow * st - pad + kj;
-                      if (ih >= 0 && ih < h && iw >= 0 && iw < w)
-                        acc += p[((o * c + ci) * k + ki) * k + kj] * x(i * h * w + ih * w + iw, ci);
-                    }
-                ref(i * ho * wo + oh * wo + ow, o) = acc;
-              }
+        const Matrix<D> ref = textbook_conv(x, p.data(), n, c, h, w, co, k, st, pad);
         CHECK(rel_err(y, ref) < 1e-14);
       }
 }
@@ -567,28 +569,6 @@ TEST_CASE("Conv2d's reused patch buffers stay right when the chunk size changes 
 // ---- the direct (stride-1) kernel ----
 
 namespace {
-/// The textbook forward pass of a stride-1 convolution, Channels layout.
-Matrix<D> textbook_conv(const Matrix<D>& x, const Vector<D>& p, Index n, Index c, Index h, Index w, Index co, Index k,
-                        Index pad) {
-  const Index ho = h + 2 * pad - k + 1, wo = w + 2 * pad - k + 1;
-  Matrix<D> ref(n * ho * wo, co);
-  for (Index i = 0; i < n; ++i)
-    for (Index o = 0; o < co; ++o)
-      for (Index oh = 0; oh < ho; ++oh)
-        for (Index ow = 0; ow < wo; ++ow) {
-          D acc = p[co * c * k * k + o];
-          for (Index ci = 0; ci < c; ++ci)
-            for (Index ki = 0; ki < k; ++ki)
-              for (Index kj = 0; kj < k; ++kj) {
-                const Index ih = oh - pad + ki, iw = ow - pad + kj;
-                if (ih >= 0 && ih < h && iw >= 0 && iw < w)
-                  acc += p[((o * c + ci) * k + ki) * k + kj] * x(i * h * w + ih * w + iw, ci);
-              }
-          ref(i * ho * wo + oh * wo + ow, o) = acc;
-        }
-  return ref;
-}
-
 template <class B>
 nn::Sequential<D, B> direct_cnn(nn::ConvAlgorithm algo, B b = B{}) {
   nn::Sequential<D, B> m(nn::Shape{3, 7, 21}, b);
@@ -620,7 +600,7 @@ TEST_CASE("Conv2d's direct kernel: textbook forward pass and finite-difference d
     a.n = g.n;
     Matrix<D> y;
     conv.forward(a, x, y);
-    CHECK(rel_err(y, textbook_conv(x, p, g.n, g.c, g.h, g.w, g.out, g.k, g.p)) < 1e-14);
+    CHECK(rel_err(y, textbook_conv(x, p.data(), g.n, g.c, g.h, g.w, g.out, g.k, 1, g.p)) < 1e-14);
     check_layer(conv, in, g.n, 300 + g.w);
   }
 }
