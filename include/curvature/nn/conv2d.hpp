@@ -4,10 +4,11 @@
 // the forward pass is one product y = cols W^T, and theta holds W [Cout, C, k, k] row-major,
 // i.e. the column-major W^T [C*k*k, Cout], then b [Cout].
 //
-// Stride-1 layers run the forward pass, the JVP and the input gradients (all convolutions: the
-// transposed convolution of a stride-1 layer is one too) through a direct kernel instead
-// (detail/direct_conv.hpp); parameter gradients, second-order forward mode and per-sample
-// reductions always use im2col products. Conv2d::algorithm chooses.
+// Stride-1 layers run the forward pass, the JVP, the second-order forward mode and the input
+// gradients (all convolutions: the transposed convolution of a stride-1 layer is one too), and
+// the summed weight gradients for kernels 1, 3 and 5, through direct kernels instead
+// (detail/direct_conv.hpp); per-sample reductions, K-FAC's patches and strided layers use im2col
+// products. Conv2d::algorithm chooses.
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
@@ -20,8 +21,9 @@
 
 namespace curvature::nn {
 
-/// How a Conv2d computes its forward pass, JVP and input gradients: Auto takes Direct for stride 1,
-/// padding below the kernel size and output rows at least one SIMD vector wide, Im2col otherwise.
+/// How a Conv2d computes its forward pass, JVPs, input gradients and summed weight gradients:
+/// Auto takes Direct for stride 1, padding below the kernel size and output rows at least one
+/// SIMD vector wide, Im2col otherwise.
 enum class ConvAlgorithm { Auto, Im2col, Direct };
 
 template <Scalar T, class B = DefaultBackend>
@@ -46,7 +48,7 @@ class Conv2d final : public Layer<T, B> {
     return *this;
   }
   ConvAlgorithm algorithm() const { return algo_; }
-  /// True when the forward pass, JVP and input gradients run the direct kernel (after bind).
+  /// True when the forward pass, JVPs and input gradients run the direct kernel (after bind).
   bool uses_direct() const {
     if (algo_ == ConvAlgorithm::Im2col || s_ != 1 || pad_ >= k_) return false;
     return algo_ == ConvAlgorithm::Direct || wo_ >= detail::direct_lanes<T>();
