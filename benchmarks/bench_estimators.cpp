@@ -56,13 +56,12 @@ void run(benchmark::State& state, Work w, bool cnn, Index n, Index block) {
       }
     }
   };
-  // Warm-up: one probe block, so the model's buffers for a block exist and are paged in, as the
-  // peer's are (it times the HVP of the same model and batch earlier in its process, and its
-  // allocator keeps the memory). Without it the single timed iteration of the long rows pays the
-  // first touch of every buffer (TinyCNN diagonal: ~230k page faults).
-  HutchinsonOptions warm = o;
-  warm.max_probes = block;
-  work(warm);
+  // Warm-up: one whole untimed call, so the model's buffers for a block exist and are paged in and
+  // the allocator has settled on where a call's probe and product blocks live, as in the peer's
+  // figures (medians of repeated calls in one process). Without it the first timed iteration pays
+  // the first touch of those buffers: on the 2-core VM of 2026-12-02, ~12 us per 4 KB page, the
+  // MLP diagonal's first iteration took 411 ms against 279 ms for the next ones.
+  work(o);
   double total_ms = 0;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();

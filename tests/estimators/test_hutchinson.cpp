@@ -6,6 +6,7 @@
 #include "estimators/spectra.hpp"
 
 using namespace curvature;
+using curvature::testing::Laplacian1D;
 using curvature::testing::mean_std;
 using curvature::testing::operator_with_spectrum;
 
@@ -125,6 +126,56 @@ TEST_CASE("Hutchinson results do not depend on the block size", "[hutchinson][pr
         CHECK(diags[i].value.isApprox(diags[0].value, 1e-12));
       }
     }
+  }
+}
+
+TEST_CASE("Hutchinson diagonal values and standard errors equal a two-pass computation from the same probes",
+          "[hutchinson][probes]") {
+  // d = 1100 spans several of the accumulator's coordinate chunks (512) and a partial last one;
+  // the probes come from make_probes (the documented family), the products from the Laplacian's
+  // stencil written out here, and the variance from the two-pass formula.
+  const Index d = 1100;
+  Laplacian1D<double> op{d};
+  auto two_pass = [&](Probe probe, std::uint64_t seed, Index m) {
+    const Matrix<double> v = make_probes<double>(d, m, probe, seed);
+    Matrix<double> x(d, m);
+    for (Index j = 0; j < m; ++j)
+      for (Index k = 0; k < d; ++k)
+        x(k, j) = v(k, j) * (2 * v(k, j) - (k > 0 ? v(k - 1, j) : 0.0) - (k + 1 < d ? v(k + 1, j) : 0.0));
+    const Vector<double> mean = x.rowwise().mean();
+    const Vector<double> var = (x.colwise() - mean).rowwise().squaredNorm() / static_cast<double>(m - 1);
+    return std::pair{mean, Vector<double>((var / static_cast<double>(m)).cwiseSqrt())};
+  };
+  for (Probe probe : {Probe::Rademacher, Probe::Gaussian}) {
+    SECTION(probe == Probe::Rademacher ? "fixed probe count, Rademacher" : "fixed probe count, Gaussian") {
+      const auto e = hutchinson_diagonal(op, with(probe, 17, 37, 16));  // blocks of 16, 16 and 5
+      const auto [mean, se] = two_pass(probe, 17, 37);
+      REQUIRE(e.probes == 37);
+      CHECK((e.value - mean).cwiseAbs().maxCoeff() <= 1e-12 * mean.cwiseAbs().maxCoeff());
+      CHECK((e.std_error - se).cwiseAbs().maxCoeff() <= 1e-10 * se.maxCoeff());
+      CHECK(se.minCoeff() > 0);
+    }
+  }
+  SECTION("adaptive stop in the middle of a block") {
+    HutchinsonOptions o = with(Probe::Rademacher, 23, 1000, 16);
+    o.rel_tol = 0.15;  // per coordinate var = 2 and mean = 2: stops after ~23 probes, inside block 2
+    const auto e = hutchinson_diagonal(op, o);
+    REQUIRE(e.converged);
+    CHECK(e.probes % 16 != 0);
+    const auto [mean, se] = two_pass(Probe::Rademacher, 23, e.probes);
+    CHECK((e.value - mean).cwiseAbs().maxCoeff() <= 1e-12 * mean.cwiseAbs().maxCoeff());
+    CHECK((e.std_error - se).cwiseAbs().maxCoeff() <= 1e-10 * se.maxCoeff());
+    CHECK(se.norm() <= 0.15 * mean.norm());
+    // one probe earlier the tolerance was not met (the stop is the first probe that meets it)
+    const auto [mean1, se1] = two_pass(Probe::Rademacher, 23, e.probes - 1);
+    CHECK(se1.norm() > 0.15 * mean1.norm());
+  }
+  SECTION("float agrees with double on the same probes") {
+    Laplacian1D<float> op32{d};
+    const auto e32 = hutchinson_diagonal(op32, with(Probe::Gaussian, 5, 40, 16));
+    const auto e64 = hutchinson_diagonal(op, with(Probe::Gaussian, 5, 40, 16));
+    CHECK((e32.value.cast<double>() - e64.value).cwiseAbs().maxCoeff() <= 1e-4 * e64.value.cwiseAbs().maxCoeff());
+    CHECK((e32.std_error.cast<double>() - e64.std_error).cwiseAbs().maxCoeff() <= 1e-4 * e64.std_error.maxCoeff());
   }
 }
 

@@ -106,6 +106,10 @@ TEST_CASE("An operator returning NaN is reported, not turned into a status", "[o
   ReturnsNaN op;
   REQUIRE_THROWS_AS(hutchinson_trace(op), ValueError);
   REQUIRE_THROWS_WITH(hutchinson_trace(op), Catch::Contains("hutchinson_trace") && Catch::Contains("non-finite"));
+  REQUIRE_THROWS_WITH(hutchinson_diagonal(op), Catch::Contains("hutchinson_diagonal") && Catch::Contains("non-finite"));
+  HutchinsonOptions adaptive;
+  adaptive.rel_tol = 0.01;  // probes enter one at a time: the test runs per probe
+  REQUIRE_THROWS_WITH(hutchinson_diagonal(op, adaptive), Catch::Contains("non-finite"));
   REQUIRE_THROWS_WITH(power_iteration(op), Catch::Contains("power_iteration") && Catch::Contains("non-finite"));
   REQUIRE_THROWS_WITH(lanczos(op), Catch::Contains("lanczos") && Catch::Contains("non-finite"));
   REQUIRE_THROWS_WITH(log_determinant(op), Catch::Contains("log_determinant") && Catch::Contains("non-finite"));

@@ -127,11 +127,23 @@ template <LinearOperator A>
 DiagonalEstimate<typename A::Scalar> hutchinson_diagonal(A& op, const HutchinsonOptions& options = {}) {
   using T = typename A::Scalar;
   detail::check_hutchinson_options(options, "hutchinson_diagonal");
-  detail::WelfordVector<T> acc(detail::checked_dim(op, "hutchinson_diagonal"));
-  auto run = detail::hutchinson_loop(
+  constexpr const char* fn = "hutchinson_diagonal";
+  detail::WelfordVector<T> acc(detail::checked_dim(op, fn));
+  // With a fixed probe count the whole block enters the accumulator in one pass over the
+  // coordinates; an adaptive stop needs the test after every probe, so probes enter one by one.
+  // The finiteness test is on the running mean (d values) rather than on A V (d x block).
+  Matrix<T> av;
+  const bool adaptive = options.rel_tol > 0;
+  auto run = detail::probe_loop(
       op, options, acc,
-      [&](const Matrix<T>& v, const Matrix<T>& av, Index j) { acc.add(v.col(j).cwiseProduct(av.col(j))); },
-      "hutchinson_diagonal");
+      [&](const Matrix<T>& v) {
+        detail::apply_shape_checked(op, v, av, fn);
+        if (!adaptive) detail::check_finite_result(acc.add_products(v, av, 0, v.cols()), v.cols(), fn);
+      },
+      [&](const Matrix<T>& v, Index j) {
+        if (adaptive) detail::check_finite_result(acc.add_products(v, av, j, j + 1), v.cols(), fn);
+      },
+      fn);
   return DiagonalEstimate<T>{acc.mean, acc.std_error(), acc.n, run.first, run.second};
 }
 

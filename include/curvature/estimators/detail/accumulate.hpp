@@ -2,6 +2,7 @@
 // Running means and variances of per-probe values (Welford 1962). Each update adds a correction
 // (x - mean) / n rather than x to a growing sum, so float estimates over thousands of probes keep
 // their digits, and the variance never cancels catastrophically.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -46,6 +47,34 @@ struct WelfordVector {
     delta = x - mean;
     mean += delta / static_cast<T>(n);
     m2.array() += delta.array() * (x.array() - mean.array());
+  }
+  /// Adds the coordinate-wise products v.col(j) (.) av.col(j) of probes j0, ..., j1 - 1 of a block
+  /// as j1 - j0 samples, with add()'s arithmetic per coordinate, but a chunk of coordinates at a
+  /// time: the chunk's mean and m2 stay in L1 while every probe of the run passes, and each
+  /// product is formed once (add() on v (.) av makes five passes over d-long vectors per probe).
+  /// What is left is reading the two blocks once. Returns false when the running mean is no
+  /// longer finite, which a NaN or Inf product always causes (it never recovers).
+  template <class Block>
+  bool add_products(const Block& v, const Block& av, Index j0, Index j1) {
+    constexpr Index chunk = 512;
+    Eigen::Array<T, chunk, 1> x, dx;
+    const Index d = mean.size();
+    for (Index k0 = 0; k0 < d; k0 += chunk) {
+      const Index len = std::min(chunk, d - k0);
+      auto mu = mean.segment(k0, len).array();
+      auto s2 = m2.segment(k0, len).array();
+      auto xs = x.head(len);
+      auto ds = dx.head(len);
+      for (Index j = j0; j < j1; ++j) {
+        const T count = static_cast<T>(n + (j - j0) + 1);
+        xs = v.col(j).segment(k0, len).array() * av.col(j).segment(k0, len).array();
+        ds = xs - mu;
+        mu += ds / count;
+        s2 += ds * (xs - mu);
+      }
+    }
+    n += j1 - j0;
+    return mean.allFinite();
   }
   /// Standard errors per coordinate; +inf below two samples.
   Vector<T> std_error() const {

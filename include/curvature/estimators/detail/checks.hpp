@@ -28,16 +28,28 @@ Index checked_dim(const A& op, const char* fn) {
   return d;
 }
 
+/// out = A v with the ShapeError of apply_checked but no finiteness pass, for a caller that finds
+/// non-finite results more cheaply itself (and then calls check_finite_result).
+template <LinearOperator A>
+void apply_shape_checked(A& op, const Matrix<typename A::Scalar>& v, Matrix<typename A::Scalar>& out, const char* fn) {
+  op.apply(v, out);
+  CURVATURE_CHECK_SHAPE(out.rows() == v.rows() && out.cols() == v.cols(), fn, ": the operator returned a ",
+                        out.rows(), "x", out.cols(), " block for a ", v.rows(), "x", v.cols(), " input");
+}
+
+/// The ValueError of an operator application that returned NaN or Inf (`finite` false).
+inline void check_finite_result(bool finite, Index vectors, const char* fn) {
+  CURVATURE_CHECK_VALUE(finite, fn, ": the operator returned non-finite values (NaN or Inf) for a block of ", vectors,
+                        " vectors");
+}
+
 /// out = A v, with a ShapeError when a (user) operator returns a block of the wrong shape and a
 /// ValueError when it returns NaN or Inf (which would otherwise surface as a wrong status, e.g. a
 /// "not positive definite" CG). The finiteness pass reads the block once: negligible next to A v.
 template <LinearOperator A>
 void apply_checked(A& op, const Matrix<typename A::Scalar>& v, Matrix<typename A::Scalar>& out, const char* fn) {
-  op.apply(v, out);
-  CURVATURE_CHECK_SHAPE(out.rows() == v.rows() && out.cols() == v.cols(), fn, ": the operator returned a ",
-                        out.rows(), "x", out.cols(), " block for a ", v.rows(), "x", v.cols(), " input");
-  CURVATURE_CHECK_VALUE(out.allFinite(), fn, ": the operator returned non-finite values (NaN or Inf) for a block of ",
-                        v.cols(), " vectors");
+  apply_shape_checked(op, v, out, fn);
+  check_finite_result(out.allFinite(), v.cols(), fn);
 }
 
 /// out = A v applied `block` columns at a time (block <= 0: all at once), to bound the memory
