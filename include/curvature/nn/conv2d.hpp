@@ -486,7 +486,7 @@ class Conv2d final : public Layer<T, B> {
   }
 
   /// Group g's zero-padded copy of sample i of replica r of the Channels-layout tensor t, whose
-  /// planes are in_shape (h x w, padded by pad) with `channels` columns per replica.
+  /// planes are s.h x s.w (padded by s.pad) with s.cin columns per replica.
   const T* pad_planes(Index g, const detail::DirectConvShape& s, const Matrix<T>& t, Index r, Index i) {
     T* buf = pack(padded_[g], s.template pad_size<T>());
     detail::direct_pad(s, t.data() + r * s.cin * t.rows() + i * s.h * s.w, t.rows(), buf);
