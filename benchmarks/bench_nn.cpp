@@ -44,7 +44,7 @@ void run(benchmark::State& state, Work w, bool cnn) {
   // Warm-up, untimed: the model's buffers and `out` exist and are paged in, as the peer's are (it
   // times after warm-up runs). Each repetition builds a fresh model; on a VM where a first touch
   // costs ~11 us per 4 KB page, the 137 MB of MLP per-sample gradients took 400-480 ms in the
-  // first iteration against 21 ms warm, and that single iteration was the whole measurement.
+  // first iteration against 5-7 ms warm, and that single iteration was the whole measurement.
   work();
   for (auto _ : state) work();
   state.counters["GFLOP/s"] =

@@ -195,11 +195,17 @@ CheckpointSharpness<scalar_of<M>> measure_sharpness(M& m, const L& loss, const d
   curvature::detail::WelfordVector<T> diag(d);
   curvature::detail::Welford<T> sr, se, sa;
   Vector<T> zhz(d);
-  auto run = curvature::detail::hutchinson_loop(
+  Matrix<T> hv;
+  // A fixed probe count: each block enters the diagonal's accumulator in one pass (as in
+  // hutchinson_diagonal); the scalar measures take the probes one by one.
+  auto run = curvature::detail::probe_loop(
       h, ho, diag,
-      [&](const Matrix<T>& v, const Matrix<T>& hv, Index j) {
+      [&](const Matrix<T>& v) {
+        curvature::detail::apply_shape_checked(h, v, hv, fn);
+        curvature::detail::check_finite_result(diag.add_products(v, hv, 0, v.cols()), v.cols(), fn);
+      },
+      [&](const Matrix<T>& v, Index j) {
         zhz = v.col(j).cwiseProduct(hv.col(j));
-        diag.add(zhz);
         se.add(zhz.sum());
         sr.add(zhz.dot(inv_g));
         if (adam_v) sa.add(zhz.dot(inv_v));
