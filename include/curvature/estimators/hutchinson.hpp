@@ -77,6 +77,17 @@ std::pair<Index, bool> hutchinson_loop(A& op, const HutchinsonOptions& o, Acc& a
       [&](const Matrix<T>& v, Index j) { sample(v, av, j); }, fn);
 }
 
+/// One block of a fixed-count Hutchinson diagonal: av = A V, then the products v (.) A v of all
+/// the block's probes enter `acc` in one pass over the coordinates (WelfordVector::add_products),
+/// with apply_checked's errors; non-finite products are found on the running mean (d values)
+/// rather than on A V (d x block). Shared by hutchinson_diagonal and train::measure_sharpness.
+template <LinearOperator A>
+void apply_add_products(A& op, const Matrix<typename A::Scalar>& v, Matrix<typename A::Scalar>& av,
+                        WelfordVector<typename A::Scalar>& acc, const char* fn) {
+  apply_shape_checked(op, v, av, fn);
+  check_finite_result(acc.add_products(v, av, 0, v.cols()), v.cols(), fn);
+}
+
 /// An Estimate from a scalar accumulator.
 template <class T>
 Estimate<T> to_estimate(const Welford<T>& acc, std::pair<Index, bool> run) {
@@ -137,8 +148,10 @@ DiagonalEstimate<typename A::Scalar> hutchinson_diagonal(A& op, const Hutchinson
   auto run = detail::probe_loop(
       op, options, acc,
       [&](const Matrix<T>& v) {
-        detail::apply_shape_checked(op, v, av, fn);
-        if (!adaptive) detail::check_finite_result(acc.add_products(v, av, 0, v.cols()), v.cols(), fn);
+        if (adaptive)
+          detail::apply_shape_checked(op, v, av, fn);
+        else
+          detail::apply_add_products(op, v, av, acc, fn);
       },
       [&](const Matrix<T>& v, Index j) {
         if (adaptive) detail::check_finite_result(acc.add_products(v, av, j, j + 1), v.cols(), fn);

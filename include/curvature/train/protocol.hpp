@@ -10,6 +10,8 @@
 //     (eq. 34), its cosine with G (eq. 35) and gamma (eq. 36).
 // Every random choice (Fisher batches, sampled labels, Hessian sample, probes, covariance batches)
 // comes from the protocol's seed, so a measurement does not depend on the thread count.
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <numeric>
@@ -93,6 +95,28 @@ inline std::vector<Index> sample_without_replacement(Index n, Index count, Rng& 
   std::vector<Index> idx(static_cast<std::size_t>(n));
   std::iota(idx.begin(), idx.end(), Index{0});
   return idx;
+}
+
+/// The scalar measures of probe j of a block: with q = z (.) H z (z = v.col(j), H z = hv.col(j)),
+/// {sum q, q . w, q . u} (S_E, S_R and, when u is given, the Adam-metric variant), in one pass
+/// over chunks of coordinates: q is formed once and stays in L1 instead of being written to a
+/// d-vector and read three times.
+template <Scalar T>
+std::array<T, 3> probe_sums(const Matrix<T>& v, const Matrix<T>& hv, Index j, const Vector<T>& w,
+                            const Vector<T>* u) {
+  constexpr Index chunk = 512;
+  Eigen::Array<T, chunk, 1> q;
+  std::array<T, 3> s{T(0), T(0), T(0)};
+  const Index d = v.rows();
+  for (Index k0 = 0; k0 < d; k0 += chunk) {
+    const Index len = std::min(chunk, d - k0);
+    auto qs = q.head(len);
+    qs = v.col(j).segment(k0, len).array() * hv.col(j).segment(k0, len).array();
+    s[0] += qs.sum();
+    s[1] += (qs * w.segment(k0, len).array()).sum();
+    if (u) s[2] += (qs * u->segment(k0, len).array()).sum();
+  }
+  return s;
 }
 
 template <class M, Scalar T>
@@ -194,21 +218,16 @@ CheckpointSharpness<scalar_of<M>> measure_sharpness(M& m, const L& loss, const d
   ho.block_size = p.block_size;
   curvature::detail::WelfordVector<T> diag(d);
   curvature::detail::Welford<T> sr, se, sa;
-  Vector<T> zhz(d);
   Matrix<T> hv;
   // A fixed probe count: each block enters the diagonal's accumulator in one pass (as in
   // hutchinson_diagonal); the scalar measures take the probes one by one.
   auto run = curvature::detail::probe_loop(
-      h, ho, diag,
-      [&](const Matrix<T>& v) {
-        curvature::detail::apply_shape_checked(h, v, hv, fn);
-        curvature::detail::check_finite_result(diag.add_products(v, hv, 0, v.cols()), v.cols(), fn);
-      },
+      h, ho, diag, [&](const Matrix<T>& v) { curvature::detail::apply_add_products(h, v, hv, diag, fn); },
       [&](const Matrix<T>& v, Index j) {
-        zhz = v.col(j).cwiseProduct(hv.col(j));
-        se.add(zhz.sum());
-        sr.add(zhz.dot(inv_g));
-        if (adam_v) sa.add(zhz.dot(inv_v));
+        const std::array<T, 3> s = detail::probe_sums(v, hv, j, inv_g, adam_v ? &inv_v : nullptr);
+        se.add(s[0]);
+        sr.add(s[1]);
+        if (adam_v) sa.add(s[2]);
       },
       fn);
   r.hessian_diagonal = diag.mean;
