@@ -1,14 +1,15 @@
 # Helpers for the project's own binaries (tests, examples, benchmarks); nothing here reaches the
 # installed targets.
 
-# Links `target` with curvature::curvature and every enabled backend target, and gives it the
+# Links `target` with curvature::curvature, every enabled backend target and, where the build
+# chose it for the project (CURVATURE_BLAS_FOR_PROJECT), curvature::blas, and gives it the
 # project's warning and architecture flags (C++ sources only: nvcc takes host flags differently).
 function(curvature_link_all target)
   target_link_libraries(${target} PRIVATE curvature::curvature)
   if(TARGET curvature_openmp)
     target_link_libraries(${target} PRIVATE curvature::openmp)
   endif()
-  if(TARGET curvature_blas)
+  if(TARGET curvature_blas AND CURVATURE_BLAS_FOR_PROJECT)
     target_link_libraries(${target} PRIVATE curvature::blas)
   endif()
   set_target_properties(${target} PROPERTIES CXX_EXTENSIONS OFF)  # -std=c++20, not gnu++20
