@@ -68,10 +68,15 @@ TEST_CASE("measure_sharpness: S_R, S_E and the Adam metric agree with dense H an
   // The standard errors are informative, not vacuous: a few percent of the values here.
   CHECK(r.riemannian.std_error < 0.25 * std::abs(sr));
   CHECK(r.euclidean.probes == 3000);
-  // The Hutchinson diagonal itself, and its sum: the block accumulator and the per-probe S_E
-  // sums see the same products, so they agree to rounding.
+  // The Hutchinson diagonal itself, and its weighted sums: the block accumulator and the
+  // per-probe sums of S_E, S_R and the Adam metric see the same products, and the probe mean
+  // is linear, so diag . w equals each measure with weights w to rounding.
   CHECK((r.hessian_diagonal - h.diagonal()).norm() <= 0.15 * h.diagonal().norm());
   CHECK(r.hessian_diagonal.sum() == Approx(r.euclidean.value).epsilon(1e-10));
+  const Vector<D> inv_g = (r.fisher_diagonal.array() + p.lambda).inverse().matrix();
+  const Vector<D> inv_v = (v.array() + p.lambda).inverse().matrix();
+  CHECK(r.hessian_diagonal.dot(inv_g) == Approx(r.riemannian.value).epsilon(1e-10));
+  CHECK(r.hessian_diagonal.dot(inv_v) == Approx(r.adam->value).epsilon(1e-10));
 }
 
 TEST_CASE("measure_sharpness with the exact Hessian diagonal of a ReLU network equals dense H and F", "[protocol]") {
