@@ -22,7 +22,11 @@ static void gemm(benchmark::State& state) {
   state.SetLabel("Eigen");
 #endif
 }
+// m x k times k x n. Also the shapes of the one-off comparison in benchmarks/README.md (fourth
+// session): 128x784x256, TinyCNN's Linear(2048, 128) with 20 probe replicas stacked (2560x2048x128)
+// and its weight-gradient shape (2048x128x128), and the MLP's first layer for 20 replicas.
 BENCHMARK(gemm)->Args({1024, 1024, 1024})->Args({256, 784, 128})->Args({256, 128, 784})->Args({256, 256, 128})
+    ->Args({128, 784, 256})->Args({2560, 2048, 128})->Args({2048, 128, 128})->Args({2560, 784, 256})
     ->Args({131072, 27, 16})->Args({32768, 144, 32})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

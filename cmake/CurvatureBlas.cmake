@@ -45,8 +45,8 @@ endif()
 # wider than the ones OpenBLAS chose. With -march=native on an AVX-512 CPU Eigen emits 512-bit
 # kernels, while Debian 12's OpenBLAS 0.3.21 falls back to its 256-bit Haswell kernels on CPUs it
 # does not know (AMD Zen 4 and 5). Measured on such a VM (AMD EPYC family 26, 2026-12-02, one
-# thread, the MLP's and TinyCNN's layer-shaped float products): Eigen 124-156 GFLOP/s, OpenBLAS
-# 98-110; MLP 100-probe Hutchinson diagonal 278-296 ms with OpenBLAS, 224-233 ms with Eigen
+# thread, bench_gemm on the MLP's and TinyCNN's layer-shaped float products): Eigen 111-140
+# GFLOP/s, OpenBLAS 92-97; MLP 100-probe Hutchinson diagonal 278-296 ms with OpenBLAS, 224-233 ms with Eigen
 # (benchmarks/README.md). Where OpenBLAS runs AVX-512 kernels of its own (SkylakeX, Cooperlake,
 # SapphireRapids) or the CPU has none, the BLAS stays: it ran 93-97 GFLOP/s against Eigen's
 # 71-75 on the machine of 2026-12-01. The probe runs at configure time on the build machine;
