@@ -276,6 +276,40 @@ TEST_CASE("NaN is not a read error; all_finite reports it", "[io][npy]") {
   CHECK(io::all_finite(io::read_npy(path)));
 }
 
+TEMPLATE_TEST_CASE("all_finite agrees with std::isfinite on every coefficient", "[io][npy][core]", float, double) {
+  using L = std::numeric_limits<TestType>;
+  const auto reference = [](const auto& m) {  // coefficient by coefficient, through std::isfinite
+    for (Index j = 0; j < m.cols(); ++j)
+      for (Index i = 0; i < m.rows(); ++i)
+        if (!std::isfinite(m(i, j))) return false;
+    return true;
+  };
+  const TestType bad[] = {L::quiet_NaN(), L::infinity(), -L::infinity()};
+  const TestType extreme[] = {L::max(), L::lowest(), L::min(), L::denorm_min(), -TestType(0)};
+  for (Index n : {Index{1}, Index{17}, Index{1000}}) {  // below, at and past whole SIMD packets
+    Vector<TestType> x = Vector<TestType>::LinSpaced(n, TestType(-3), TestType(5));
+    for (TestType e : extreme) {
+      x[n / 2] = e;
+      CHECK(all_finite(x));
+      CHECK(reference(x));
+    }
+    for (TestType b : bad)
+      for (Index at : {Index{0}, n / 2, n - 1}) {
+        Vector<TestType> y = x;
+        y[at] = b;
+        INFO("n = " << n << ", value " << b << " at " << at);
+        CHECK_FALSE(all_finite(y));
+        CHECK_FALSE(reference(y));
+      }
+  }
+  // A block with a stride: only the coefficients inside it count.
+  Matrix<TestType> m = Matrix<TestType>::Ones(9, 7);
+  m(8, 6) = L::infinity();
+  CHECK(all_finite(m.topLeftCorner(8, 6)));
+  CHECK_FALSE(all_finite(m.bottomRightCorner(2, 2)));
+  CHECK(all_finite(Vector<TestType>()));
+}
+
 TEST_CASE("Writes are atomic: a failed write throws and leaves no temporary file", "[io][npy]") {
   TempDir tmp;
   const std::string path = (tmp.dir / "no_such_dir" / "out.npy").string();

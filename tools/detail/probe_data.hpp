@@ -86,7 +86,7 @@ inline Net load_model(const Options& o) {
     throw ValueError(cat("--exact: the model has d = ", m.num_params(), " parameters; exact mode forms d x d ",
                          "matrices and is limited to d <= ", exact_max_params, " (use --probes M instead)"));
   const Vector<double> p = for_flag("--params", [&] { return io::load_parameters<double>(o.params, m.num_params()); });
-  if (!p.allFinite()) throw ValueError(cat("--params: file '", o.params, "' contains NaN or Inf"));
+  if (!all_finite(p)) throw ValueError(cat("--params: file '", o.params, "' contains NaN or Inf"));
   m.set_params(p);
   return m;
 }

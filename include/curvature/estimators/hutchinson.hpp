@@ -111,7 +111,7 @@ Estimate<typename A::Scalar> hutchinson_trace(A& op, const HutchinsonOptions& op
       op, options, acc,
       [&](const Matrix<T>& v) {
         detail::block_quadratic_forms(op, v, q, av, "hutchinson_trace");
-        CURVATURE_CHECK_VALUE(q.allFinite(), "hutchinson_trace: the operator returned non-finite values (NaN or Inf) "
+        CURVATURE_CHECK_VALUE(all_finite(q), "hutchinson_trace: the operator returned non-finite values (NaN or Inf) "
                               "for a block of ", v.cols(), " vectors");
       },
       [&](const Matrix<T>&, Index j) { acc.add(q(j)); }, "hutchinson_trace");

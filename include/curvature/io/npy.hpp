@@ -370,11 +370,8 @@ inline bool all_finite(const NpyArray& a) {
   });
 }
 
-/// True when no coefficient of an Eigen vector or matrix is NaN or infinite.
-template <class Derived>
-bool all_finite(const Eigen::DenseBase<Derived>& x) {
-  return x.allFinite();
-}
+/// True when no coefficient of an Eigen vector or matrix is NaN or infinite (core/types.hpp).
+using curvature::all_finite;
 
 namespace detail {
 

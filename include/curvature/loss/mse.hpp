@@ -21,7 +21,7 @@ struct MeanSquaredError {
   void check(const Matrix<T>& f, const Targets& y) const {
     CURVATURE_CHECK_SHAPE(y.rows() == f.rows() && y.cols() == f.cols(), "MeanSquaredError: targets are ",
                           y.rows(), "x", y.cols(), " but outputs are ", f.rows(), "x", f.cols());
-    CURVATURE_CHECK_VALUE(y.allFinite(), "MeanSquaredError: targets contain NaN or Inf");
+    CURVATURE_CHECK_VALUE(all_finite(y), "MeanSquaredError: targets contain NaN or Inf");
   }
 
   Vector<T> values(const Matrix<T>& f, const Targets& y) const {

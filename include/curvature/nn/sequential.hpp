@@ -285,7 +285,7 @@ class Sequential {
     std::atomic<bool> ok{true};
     const T* d = x.data();
     bk_.parallel_for(x.size(), [&](Index k0, Index k1) {
-      if (!ConstVectorMap<T>(d + k0, k1 - k0).allFinite()) ok = false;
+      if (!all_finite(ConstVectorMap<T>(d + k0, k1 - k0))) ok = false;
     });
     CURVATURE_CHECK_VALUE(ok.load(), "Sequential::forward: input contains NaN or Inf");
   }

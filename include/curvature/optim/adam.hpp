@@ -68,7 +68,7 @@ class Adam {
     const T step_size = T(double(lr) / bc1);
     // denom = v.sqrt() / sqrt(bc2) + eps;  param.addcdiv_(m, denom, value=-step_size)
     next_.array() += ((-step_size) * m_.array()) / (v_.array().sqrt() / T(bc2_sqrt) + T(o_.eps));
-    if (!v_.allFinite())  // g^2 overflowed: every later update would silently be 0
+    if (!all_finite(v_))  // g^2 overflowed: every later update would silently be 0
       throw OverflowError(detail::cat("Adam::step: step ", t, " overflowed the second moment v (gradient entries near ",
                                       grad.cwiseAbs().maxCoeff(), "); lower the learning rate"));
     detail::commit("Adam::step", params, next_, t, lr);

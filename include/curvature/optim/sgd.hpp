@@ -41,7 +41,7 @@ inline void check_hyper(const char* fn, const char* what, double v, double lo,
 /// Index of the first non-finite entry of v, or -1.
 template <class T>
 Index first_non_finite(const Vector<T>& v) {
-  if (v.allFinite()) return -1;
+  if (all_finite(v)) return -1;
   for (Index j = 0; j < v.size(); ++j)
     if (!std::isfinite(v[j])) return j;
   return -1;

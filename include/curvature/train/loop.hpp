@@ -276,7 +276,7 @@ class Run {
     data::gather(d_, sampler_.batch(b), x_, y_);
     BatchResult<T> br = loss_gradient_correct(m_, loss_, x_, y_);
     const bool loss_ok = std::isfinite(br.loss);
-    if (!loss_ok || !br.gradient.allFinite()) {
+    if (!loss_ok || !all_finite(br.gradient)) {
       display_.clear();
       const std::string what = loss_ok ? cat("the gradient is not finite (the loss is ", br.loss, ")")
                                        : cat("the loss is ", br.loss);

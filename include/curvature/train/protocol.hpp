@@ -180,7 +180,7 @@ CheckpointSharpness<scalar_of<M>> measure_sharpness(M& m, const L& loss, const d
   r.fisher_diagonal =
       fisher_diagonal_over_batches(m, loss, train, p.fisher_batches, p.fisher_batch_size, p.fisher, p.seed);
   r.seconds_fisher = detail::seconds_since(t0);
-  CURVATURE_CHECK_VALUE(r.fisher_diagonal.allFinite(), fn, ": the Fisher diagonal is not finite (diverged model?)");
+  CURVATURE_CHECK_VALUE(all_finite(r.fisher_diagonal), fn, ": the Fisher diagonal is not finite (diverged model?)");
 
   t0 = std::chrono::steady_clock::now();
   Rng pick(p.seed, 0x4E55);  // the Hessian sample: its own stream, apart from the Fisher batches'
@@ -192,7 +192,7 @@ CheckpointSharpness<scalar_of<M>> measure_sharpness(M& m, const L& loss, const d
 
   const T lambda = static_cast<T>(p.lambda);
   const Vector<T> inv_g = (r.fisher_diagonal.array() + lambda).inverse().matrix();
-  CURVATURE_CHECK_VALUE(inv_g.allFinite(), fn, ": G_jj + lambda is zero for some parameter (lambda = ", p.lambda,
+  CURVATURE_CHECK_VALUE(all_finite(inv_g), fn, ": G_jj + lambda is zero for some parameter (lambda = ", p.lambda,
                         "; use lambda > 0)");
   Vector<T> inv_v;
   if (adam_v) inv_v = (adam_v->array() + lambda).inverse().matrix();

@@ -74,7 +74,7 @@ struct WelfordVector {
       }
     }
     n += j1 - j0;
-    return mean.allFinite();
+    return all_finite(mean);
   }
   /// Standard errors per coordinate; +inf below two samples.
   Vector<T> std_error() const {

@@ -49,7 +49,7 @@ inline void check_finite_result(bool finite, Index vectors, const char* fn) {
 template <LinearOperator A>
 void apply_checked(A& op, const Matrix<typename A::Scalar>& v, Matrix<typename A::Scalar>& out, const char* fn) {
   apply_shape_checked(op, v, out, fn);
-  check_finite_result(out.allFinite(), v.cols(), fn);
+  check_finite_result(all_finite(out), v.cols(), fn);
 }
 
 /// out = A v applied `block` columns at a time (block <= 0: all at once), to bound the memory
