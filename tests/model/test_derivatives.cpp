@@ -2,7 +2,10 @@
 // differences of the loss and of the outputs, explicit Jacobians, hand-written backpropagation.
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 #include "curvature/curvature.hpp"
+#include "curvature/nn/arch.hpp"
 #include "support/references.hpp"
 
 using namespace curvature;
@@ -379,5 +382,60 @@ TEST_CASE("The cross-entropy Hessian factor S satisfies S S^T = diag(p) - p p^T,
       const Matrix<D> lambda = output_hessian(ce, Vector<D>(f.col(i)));  // closed form from softmax
       CHECK((si * si.transpose() - lambda).cwiseAbs().maxCoeff() <= 1e-15);
     }
+  }
+}
+
+TEST_CASE("Reused output buffers are overwritten: NaN-filled outputs give exact results", "[model][reuse]") {
+  // Linear and Conv2d assign their rows of an output (Layer::assigns_sink) instead of adding into
+  // zeros; BatchNorm still adds, so Sequential zeroes its rows alone. Outputs that already hold
+  // NaN (and, on the second HVP call, the first call's values) show any entry left unwritten or
+  // added to.
+  Rng rng(11);
+  Net m = nn::parse_arch<D, S>(nn::Shape{1, 5, 5}, "conv(2,k=3,p=1),batchnorm,tanh,flatten,linear(4),gelu,linear(3)");
+  const Index d = m.num_params(), n = 6;
+  REQUIRE(d <= 300);
+  m.set_params(random_matrix(d, 1, rng).col(0));
+  const Matrix<D> x = random_matrix(25, n, rng);
+  const auto y = labels(n, 3, rng);
+  CE ce;
+  const D nan = std::numeric_limits<D>::quiet_NaN();
+  const auto cotangent = [&](const Matrix<D>& f) { return Matrix<D>(ce.gradient(f, y)); };
+
+  SECTION("HVP blocks (PerReplica) against the finite-difference Hessian") {
+    const Matrix<D> hess = fd_hessian(m, ce, x, y);
+    HessianOperator hop(m, ce, x, y);
+    Matrix<D> out = Matrix<D>::Constant(d, 3, nan);
+    for (int call = 0; call < 2; ++call) {
+      const Matrix<D> v = random_matrix(d, 3, rng);
+      hop.apply(v, out);
+      CHECK(rel_err(out, hess * v) < 1e-6);
+    }
+  }
+  SECTION("Gradient (Sum) against central differences of the loss") {
+    Vector<D> g = Vector<D>::Constant(d, nan), fd(d);
+    m.backward(x, cotangent, Reduction::Sum, g, D(1) / static_cast<D>(n));
+    Vector<D> p = m.params();
+    const D h = 1e-6;
+    for (Index j = 0; j < d; ++j) {
+      const D p0 = p[j];
+      p[j] = p0 + h;
+      m.set_params(p);
+      const D up = loss_value(m, ce, x, y);
+      p[j] = p0 - h;
+      m.set_params(p);
+      fd[j] = (up - loss_value(m, ce, x, y)) / (2 * h);
+      p[j] = p0;
+    }
+    m.set_params(p);
+    CHECK(rel_err(g, fd) < 1e-7);
+  }
+  SECTION("Sums of squares (SumSquares, PerSampleSquares) against batch-size-1 gradients") {
+    const Matrix<D> gs = sample_gradients(m, ce, x, y);
+    Vector<D> ef = Vector<D>::Constant(d, nan);
+    m.backward(x, cotangent, Reduction::SumSquares, ef, D(1) / static_cast<D>(n));
+    CHECK(rel_err(ef, Vector<D>(gs.array().square().rowwise().mean())) < 1e-12);
+    Matrix<D> per = Matrix<D>::Constant(d, n, nan);
+    m.backward(x, cotangent, Reduction::PerSampleSquares, per, D(1));
+    CHECK(rel_err(per, Matrix<D>(gs.array().square())) < 1e-12);
   }
 }

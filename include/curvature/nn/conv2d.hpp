@@ -70,6 +70,7 @@ class Conv2d final : public Layer<T, B> {
 
   Index num_params() const override { return ckk_ * cout_ + cout_; }
   bool piecewise_linear(bool) const override { return true; }
+  bool assigns_sink(Reduction mode) const override { return summed_mode(mode) || mode == Reduction::PerColumn; }
 
   /// PyTorch's default: weight and bias uniform in +-1/sqrt(C*k*k).
   void init(T* p, Rng& rng) const override {
@@ -287,7 +288,8 @@ class Conv2d final : public Layer<T, B> {
     bool bias = true;  ///< false for the R-op term dy * cols(R x), which has no bias part
   };
 
-  static bool summed(const Sink<T>& s) { return s.mode == Reduction::Sum || s.mode == Reduction::PerReplica; }
+  static bool summed_mode(Reduction m) { return m == Reduction::Sum || m == Reduction::PerReplica; }
+  static bool summed(const Sink<T>& s) { return summed_mode(s.mode); }
 
   /// Sum (or PerReplica) reduction of sum_t patches(x_t)^T a_t, chunk by chunk: every group sums
   /// its chunks into its own partial ([CKK, R*Cout] weights, [Cout, R] biases), and the partials
@@ -316,10 +318,13 @@ class Conv2d final : public Layer<T, B> {
       }
     });
     for (Index r = 0; r < reps; ++r) {
-      T* out = s.col(s.mode == Reduction::PerReplica ? r : 0);
+      const bool per_replica = s.mode == Reduction::PerReplica;
+      T* out = s.col(per_replica ? r : 0);
       for (Index g = 0; g < groups; ++g) {
-        VectorMap<T>(out, ckk_ * cout_) += s.scale * ConstVectorMap<T>(part_[g].data() + r * ckk_ * cout_, ckk_ * cout_);
-        VectorMap<T>(out + ckk_ * cout_, cout_) += s.scale * part_b_[g].col(r);
+        const bool assign = s.assign && g == 0 && (per_replica || r == 0);  // the first write of out
+        detail::add_or_assign(VectorMap<T>(out, ckk_ * cout_),
+                    s.scale * ConstVectorMap<T>(part_[g].data() + r * ckk_ * cout_, ckk_ * cout_), assign);
+        detail::add_or_assign(VectorMap<T>(out + ckk_ * cout_, cout_), s.scale * part_b_[g].col(r), assign);
       }
     }
   }

@@ -166,9 +166,9 @@ class Sequential {
     // and page-faulted once, not on every pass.
     for (Index l = last; l >= first; --l) {
       const Pass<T> a = pass(l, n, reps, nullptr, 0);
-      const Sink<T> s{mode, out.data() + offsets_[l], num_params(), scale};
+      Sink<T> s;
       layers_[l]->backward(a, input(l, x), acts_[l], dys_[l], l > first ? &dys_[l - 1] : nullptr,
-                           layers_[l]->num_params() ? &s : nullptr);
+                           sink(l, mode, out, scale, s));
     }
   }
 
@@ -197,10 +197,10 @@ class Sequential {
     for (Index l = last; l >= first; --l) {
       const bool need_dx = l > first;
       const Matrix<T>* rx = (l > 0 && active_[l - 1]) ? &racts_[l - 1] : nullptr;
-      const Sink<T> s{mode, out.data() + offsets_[l], num_params(), scale};
+      Sink<T> s;
       layers_[l]->backward_r(pass(l, n, m, v.data(), v.rows()), input(l, x), acts_[l], rx,
                              active_[l] ? &racts_[l] : nullptr, dys_[l], rdys_[l],
-                             need_dx ? &rdys_[l - 1] : nullptr, layers_[l]->num_params() ? &s : nullptr);
+                             need_dx ? &rdys_[l - 1] : nullptr, sink(l, mode, out, scale, s));
       if (!need_dx) break;
       layers_[l]->backward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l], dys_[l], &dys_[l - 1], nullptr);
     }
@@ -327,8 +327,26 @@ class Sequential {
       CURVATURE_CHECK_VALUE(cols == 1, "Sequential: a reduction with ", cols, " columns needs a Matrix output");
     out.resize(num_params(), cols);
     if (mode == Reduction::PerColumn) return;  // every entry is written
+    // Only the rows of layers that add into their sink are zeroed; the others assign (sink()).
     T* o = out.data();
-    bk_.parallel_for(out.size(), [&](Index k0, Index k1) { std::fill(o + k0, o + k1, T(0)); });
+    const Index d = num_params();
+    for (Index l = 0; l < num_layers(); ++l) {
+      const Index np = layers_[l]->num_params(), off = offsets_[l];
+      if (np == 0 || layers_[l]->assigns_sink(mode)) continue;
+      if (cols == 1) bk_.parallel_for(np, [&](Index k0, Index k1) { std::fill(o + off + k0, o + off + k1, T(0)); });
+      else
+        bk_.parallel_for(cols, [&](Index c0, Index c1) {
+          for (Index c = c0; c < c1; ++c) std::fill(o + c * d + off, o + c * d + off + np, T(0));
+        });
+    }
+  }
+
+  /// Layer l's sink in `out` (prepared by prepare_out for `mode`), or null when it has no parameters.
+  template <class Out>
+  const Sink<T>* sink(Index l, Reduction mode, Out& out, T scale, Sink<T>& s) const {
+    if (layers_[l]->num_params() == 0) return nullptr;
+    s = Sink<T>{mode, out.data() + offsets_[l], num_params(), scale, layers_[l]->assigns_sink(mode)};
+    return &s;
   }
 
   TensorSpec in_;

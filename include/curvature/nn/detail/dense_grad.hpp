@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <type_traits>
+#include <utility>
 
 #if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
 #include <immintrin.h>
@@ -86,43 +87,47 @@ Matrix<T> replica_sum(const Matrix<T>& m, Index n) {
   return s;
 }
 
+/// Sum (or sum of squares) of one term into the single column of s; `assign`: the first write.
 template <class T, class B>
-void dense_sum(const B& bk, const Sink<T>& s, Index n, Index reps, const Term<T>& t, bool squares) {
+void dense_sum(const B& bk, const Sink<T>& s, Index n, Index reps, const Term<T>& t, bool squares, bool assign) {
   const Matrix<T>& a = *t.a;
   const Matrix<T>& b = *t.b;
   const Index kout = a.rows(), kin = b.rows();
   RowMatrixMap<T> w(s.out, kout, kin);
   VectorMap<T> bias(s.out + kout * kin, kout);
+  if (assign && !t.bias && !squares) bias.setZero();
   if (squares) {
     CURVATURE_CHECK_VALUE(b.cols() == n || b.cols() == a.cols(), "dense_sum: replicated inputs in a sum of squares");
     Matrix<T> a2 = a.array().square().matrix();
     if (b.cols() == n && a.cols() != n) a2 = replica_sum(a2, n);
     Matrix<T> b2 = b.array().square().matrix();
-    bk.gemm(w, a2, b2.transpose(), s.scale, true);
-    bias += s.scale * a2.rowwise().sum();
+    bk.gemm(w, a2, b2.transpose(), s.scale, !assign);
+    add_or_assign(bias, s.scale * a2.rowwise().sum(), assign);
   } else if (a.cols() == b.cols()) {
-    bk.gemm(w, a, b.transpose(), s.scale, true);
-    if (t.bias) bias += s.scale * a.rowwise().sum();
+    bk.gemm(w, a, b.transpose(), s.scale, !assign);
+    if (t.bias) add_or_assign(bias, s.scale * a.rowwise().sum(), assign);
   } else if (b.cols() == n) {  // a replicated, b shared
     Matrix<T> as = replica_sum(a, n);
-    bk.gemm(w, as, b.transpose(), s.scale, true);
-    if (t.bias) bias += s.scale * as.rowwise().sum();
+    bk.gemm(w, as, b.transpose(), s.scale, !assign);
+    if (t.bias) add_or_assign(bias, s.scale * as.rowwise().sum(), assign);
   } else {  // a shared, b replicated
     Matrix<T> bs = replica_sum(b, n);
-    bk.gemm(w, a, bs.transpose(), s.scale, true);
-    if (t.bias) bias += (s.scale * static_cast<T>(reps)) * a.rowwise().sum();
+    bk.gemm(w, a, bs.transpose(), s.scale, !assign);
+    if (t.bias) add_or_assign(bias, (s.scale * static_cast<T>(reps)) * a.rowwise().sum(), assign);
   }
 }
 
+/// One term into column r of s for each replica r; `assign`: the first write.
 template <class T, class B>
-void dense_per_replica(const B& bk, const Sink<T>& s, Index n, Index reps, const Term<T>& t) {
+void dense_per_replica(const B& bk, const Sink<T>& s, Index n, Index reps, const Term<T>& t, bool assign) {
   const Index kout = t.a->rows(), kin = t.b->rows();
   for (Index r = 0; r < reps; ++r) {
     RowMatrixMap<T> w(s.col(r), kout, kin);
     VectorMap<T> bias(s.col(r) + kout * kin, kout);
     auto ar = replica(*t.a, r, n);
-    bk.gemm(w, ar, replica(*t.b, r, n).transpose(), s.scale, true);
-    if (t.bias) bias += s.scale * ar.rowwise().sum();
+    bk.gemm(w, ar, replica(*t.b, r, n).transpose(), s.scale, !assign);
+    if (t.bias) add_or_assign(bias, s.scale * ar.rowwise().sum(), assign);
+    else if (assign) bias.setZero();
   }
 }
 
@@ -197,18 +202,22 @@ void dense_per_sample_squares(const B& bk, const Sink<T>& s, Index n, Index reps
 template <class T, class B>
 void dense_param_grad(const B& bk, const Sink<T>& s, Index n, Index reps, std::initializer_list<Term<T>> terms) {
   switch (s.mode) {
-    case Reduction::Sum:
-      for (const Term<T>& t : terms) dense_sum(bk, s, n, reps, t, false);
+    case Reduction::Sum: {
+      bool first = s.assign;
+      for (const Term<T>& t : terms) dense_sum(bk, s, n, reps, t, false, std::exchange(first, false));
       break;
-    case Reduction::PerReplica:
-      for (const Term<T>& t : terms) dense_per_replica(bk, s, n, reps, t);
+    }
+    case Reduction::PerReplica: {
+      bool first = s.assign;
+      for (const Term<T>& t : terms) dense_per_replica(bk, s, n, reps, t, std::exchange(first, false));
       break;
+    }
     case Reduction::PerColumn:
       dense_per_column(bk, s, n, reps, terms);
       break;
     case Reduction::SumSquares:
       CURVATURE_CHECK_VALUE(terms.size() == 1, "SumSquares reduction of a second-order quantity");
-      dense_sum(bk, s, n, reps, *terms.begin(), true);
+      dense_sum(bk, s, n, reps, *terms.begin(), true, s.assign);
       break;
     case Reduction::PerSampleSquares:
       CURVATURE_CHECK_VALUE(terms.size() == 1, "PerSampleSquares reduction of a second-order quantity");
