@@ -323,7 +323,7 @@ class Conv2d final : public Layer<T, B> {
       for (Index g = 0; g < groups; ++g) {
         const bool assign = s.assign && g == 0 && (per_replica || r == 0);  // the first write of out
         detail::add_or_assign(VectorMap<T>(out, ckk_ * cout_),
-                    s.scale * ConstVectorMap<T>(part_[g].data() + r * ckk_ * cout_, ckk_ * cout_), assign);
+                              s.scale * ConstVectorMap<T>(part_[g].data() + r * ckk_ * cout_, ckk_ * cout_), assign);
         detail::add_or_assign(VectorMap<T>(out + ckk_ * cout_, cout_), s.scale * part_b_[g].col(r), assign);
       }
     }
