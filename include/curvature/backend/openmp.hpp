@@ -1,11 +1,11 @@
 #pragma once
 // The OpenMP CPU backend. Loops are split into one contiguous chunk per thread; products are split
-// by output columns (or rows, when there are more rows) so that each thread runs one
-// single-threaded GEMM. Splits fall on multiples of Eigen's register blocks, so each output element
-// is computed by the same micro-kernel, in the same order, whatever the thread count: results are
-// bitwise those of the serial backend (tests/train/test_determinism.cpp). With an external BLAS,
-// whose kernels give no such guarantee, products are cut into pieces fixed by their shape alone
-// instead, the same in the serial backend (blas.hpp).
+// by output columns or rows, whichever divides more evenly (split_by_cols), so that each thread
+// runs one single-threaded GEMM. Splits fall on multiples of Eigen's register blocks, so each
+// output element is computed by the same micro-kernel, in the same order, whatever the thread
+// count: results are bitwise those of the serial backend (tests/train/test_determinism.cpp). With
+// an external BLAS, whose kernels give no such guarantee, products are cut into pieces fixed by
+// their shape alone instead, the same in the serial backend (blas.hpp).
 #include <algorithm>
 #include <type_traits>
 
