@@ -49,28 +49,39 @@ struct WelfordVector {
     m2.array() += delta.array() * (x.array() - mean.array());
   }
   /// Adds the coordinate-wise products v.col(j) (.) av.col(j) of probes j0, ..., j1 - 1 of a block
-  /// as j1 - j0 samples, with add()'s arithmetic per coordinate, but a chunk of coordinates at a
-  /// time: the chunk's mean and m2 stay in L1 while every probe of the run passes, and each
-  /// product is formed once (add() on v (.) av makes five passes over d-long vectors per probe).
-  /// What is left is reading the two blocks once. Returns false when the running mean is no
-  /// longer finite, which a NaN or Inf product always causes (it never recovers).
-  template <class Block>
-  bool add_products(const Block& v, const Block& av, Index j0, Index j1) {
+  /// (column-major, contiguous columns) as j1 - j0 samples, with add()'s recurrence per coordinate
+  /// (the correction multiplied by 1/n), but a chunk of coordinates at a time: the chunk's mean
+  /// and m2 stay in L1 while every probe of the run passes, each product is formed once, and the
+  /// four steps of the recurrence are one loop (add() on v (.) av makes five passes over d-long
+  /// vectors per probe). What is left is reading the two blocks once. Returns false when the
+  /// running mean is no longer finite, which a NaN or Inf product always causes (it never
+  /// recovers).
+  bool add_products(const Matrix<T>& v, const Matrix<T>& av, Index j0, Index j1) {
     constexpr Index chunk = 512;
-    Eigen::Array<T, chunk, 1> x, dx;
     const Index d = mean.size();
     for (Index k0 = 0; k0 < d; k0 += chunk) {
       const Index len = std::min(chunk, d - k0);
-      auto mu = mean.segment(k0, len).array();
-      auto s2 = m2.segment(k0, len).array();
-      auto xs = x.head(len);
-      auto ds = dx.head(len);
+      T* __restrict mu = mean.data() + k0;
+      T* __restrict s2 = m2.data() + k0;
       for (Index j = j0; j < j1; ++j) {
-        const T count = static_cast<T>(n + (j - j0) + 1);
-        xs = v.col(j).segment(k0, len).array() * av.col(j).segment(k0, len).array();
-        ds = xs - mu;
-        mu += ds / count;
-        s2 += ds * (xs - mu);
+        const T inv = T(1) / static_cast<T>(n + (j - j0) + 1);
+        const T* __restrict vj = v.col(j).data() + k0;
+        const T* __restrict aj = av.col(j).data() + k0;
+        if (j + 1 < j1) {  // the next probe's segments: a run has 2 (j1 - j0) streams, too many to
+                           // leave to the hardware prefetcher
+          const T* nv = v.col(j + 1).data() + k0;
+          const T* na = av.col(j + 1).data() + k0;
+          for (Index k = 0; k < len; k += 64 / Index(sizeof(T))) {
+            __builtin_prefetch(nv + k);
+            __builtin_prefetch(na + k);
+          }
+        }
+        for (Index k = 0; k < len; ++k) {
+          const T x = vj[k] * aj[k];
+          const T dx = x - mu[k];
+          mu[k] += dx * inv;
+          s2[k] += dx * (x - mu[k]);
+        }
       }
     }
     n += j1 - j0;
