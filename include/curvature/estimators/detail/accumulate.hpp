@@ -67,8 +67,9 @@ struct WelfordVector {
         const T inv = T(1) / static_cast<T>(n + (j - j0) + 1);
         const T* __restrict vj = v.col(j).data() + k0;
         const T* __restrict aj = av.col(j).data() + k0;
-        if (j + 1 < j1) {  // the next probe's segments: a run has 2 (j1 - j0) streams, too many to
-                           // leave to the hardware prefetcher
+        // Prefetch the next probe's segments: a run reads 2 (j1 - j0) streams, more than the
+        // hardware prefetcher follows.
+        if (j + 1 < j1) {
           const T* nv = v.col(j + 1).data() + k0;
           const T* na = av.col(j + 1).data() + k0;
           for (Index k = 0; k < len; k += 64 / Index(sizeof(T))) {
