@@ -114,8 +114,9 @@ class Layer {
   virtual bool is_max_pool() const { return false; }
   /// True when backward and backward_r, given a sink of this mode with Sink::assign set, write
   /// every one of the layer's entries, the first write assigning. Sequential then leaves those rows
-  /// of its output unzeroed: for a block of 20 HVPs of the MNIST MLP that saves writing 21.5 MB of
-  /// zeros and reading them back in the products that add into them.
+  /// of its output unzeroed (21.5 MB for a block of 20 HVPs of the MNIST MLP); a BLAS product
+  /// assigns with beta = 0, while Eigen's zeroes its slice of C just before it (its kernel only
+  /// adds), where the data is about to be read anyway.
   virtual bool assigns_sink(Reduction /*mode*/) const { return false; }
 
   /// y = f(x).
