@@ -19,8 +19,17 @@ concept Backend = std::copyable<B> && requires(const B& b, Matrix<float>& c, con
   b.gemm(c, m, m, 1.0f, false);
 };
 
+/// A backend that can make a copy of itself on a given number of threads, `b.with_threads(n)`.
+/// Sequential then runs the batch shards of a pass concurrently, one thread each; without it,
+/// one after the other on the whole backend (the same results either way).
+template <class B>
+concept ThreadedBackend = Backend<B> && requires(const B& b) {
+  { b.with_threads(1) } -> std::same_as<B>;
+};
+
 static_assert(Backend<backend::Serial>);
 static_assert(Backend<backend::OpenMP>);
+static_assert(ThreadedBackend<backend::Serial> && ThreadedBackend<backend::OpenMP>);
 
 /// The backend used when none is named: OpenMP when the build has it, serial otherwise.
 #if defined(_OPENMP)

@@ -64,6 +64,9 @@ struct BasicOpenMP {
 #endif
   }
 
+  /// The same backend on `n` threads (Sequential runs batch shards concurrently on one thread each).
+  BasicOpenMP with_threads(int n) const { return BasicOpenMP{n}; }
+
   /// Calls f(begin, end) on disjoint chunks covering [0, n), one chunk per thread.
   template <class F>
   void parallel_for(Index n, F&& f) const {

@@ -10,6 +10,7 @@ namespace curvature::backend {
 struct Serial {
   static constexpr const char* name = "serial";
   int threads() const { return 1; }
+  Serial with_threads(int) const { return *this; }
 
   /// Calls f(begin, end) over [0, n) in one chunk.
   template <class F>

@@ -48,6 +48,7 @@ class Elementwise : public Layer<T, B> {
   explicit Elementwise(std::string name, F f = {}) : name_(std::move(name)), f_(f) {}
   std::string name() const override { return name_; }
   TensorSpec bind(const TensorSpec& in) override { return this->out_ = this->in_ = in; }
+  std::unique_ptr<Layer<T, B>> clone() const override { return std::make_unique<Elementwise>(name_, f_); }
   bool piecewise_linear(bool) const override { return F::piecewise_linear; }
   bool commutes_with_max() const override {
     if constexpr (requires { F::commutes_with_max; }) return F::commutes_with_max;

@@ -21,6 +21,7 @@
 //   R(grad gamma) = sum (rdy xhat + dy rxhat),  R(grad beta) = sum rdy.
 // In training mode the samples are coupled: only Sum and PerReplica reductions exist.
 #include <cmath>
+#include <memory>
 #include <string>
 
 #include "curvature/nn/layer.hpp"
@@ -127,6 +128,13 @@ class BatchNorm final : public Layer<T, B> {
     return this->out_;
   }
   Index num_params() const override { return 2 * channels(); }
+  /// Keeps the running statistics (bind() keeps them for the same channels).
+  std::unique_ptr<Layer<T, B>> clone() const override {
+    auto c = std::make_unique<BatchNorm>(eps_, momentum_);
+    c->running_mean_ = running_mean_;
+    c->running_var_ = running_var_;
+    return c;
+  }
   /// PyTorch's initialisation: gamma = 1, beta = 0.
   void init(T* p, Rng&) const override {
     VectorMap<T>(p, channels()).setOnes();

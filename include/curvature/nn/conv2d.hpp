@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <initializer_list>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -48,6 +49,11 @@ class Conv2d final : public Layer<T, B> {
     return *this;
   }
   ConvAlgorithm algorithm() const { return algo_; }
+  std::unique_ptr<Layer<T, B>> clone() const override {
+    auto c = std::make_unique<Conv2d>(cout_, k_, s_, pad_);
+    c->algo_ = algo_;
+    return c;
+  }
   /// True when the forward pass, JVPs and input gradients run the direct kernel (after bind).
   bool uses_direct() const {
     if (algo_ == ConvAlgorithm::Im2col || s_ != 1 || pad_ >= k_) return false;

@@ -118,6 +118,11 @@ class Layer {
   /// assigns with beta = 0, while Eigen's zeroes its slice of C just before it (its kernel only
   /// adds), where the data is about to be read anyway.
   virtual bool assigns_sink(Reduction /*mode*/) const { return false; }
+  /// A new, unbound layer with this one's settings and buffers (BatchNorm's running statistics)
+  /// but none of its per-call caches, or null when the layer cannot be copied. Sequential runs a
+  /// large batch as shards, each through its own copies of the layers (see Sequential's "Batch
+  /// shards"); a model with a layer that returns null runs whole batches.
+  virtual std::unique_ptr<Layer> clone() const { return nullptr; }
 
   /// y = f(x).
   virtual void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) = 0;
@@ -157,8 +162,9 @@ class Layer {
     throw UnsupportedError(name() + ": no second-order forward mode (jvp2)");
   }
 
- /// The backend the layer runs its loops and products on (set by Sequential).
-  void set_backend(const B& b) { bk_ = b; }
+  /// The backend the layer runs its loops and products on (set by Sequential; a block of layers
+  /// passes it on to its inner layers).
+  virtual void set_backend(const B& b) { bk_ = b; }
   const TensorSpec& input_spec() const { return in_; }
   const TensorSpec& output_spec() const { return out_; }
 

@@ -29,6 +29,7 @@ class Linear final : public Layer<T, B> {
   Index num_params() const override { return kout_ * kin_ + kout_; }
   bool piecewise_linear(bool) const override { return true; }
   bool assigns_sink(Reduction mode) const override { return mode != Reduction::PerSampleSquares; }
+  std::unique_ptr<Layer<T, B>> clone() const override { return std::make_unique<Linear>(kout_); }
 
   /// PyTorch's default: kaiming_uniform(a = sqrt 5) for W and U(-1/sqrt(in), 1/sqrt(in)) for b,
   /// i.e. both uniform in +-1/sqrt(in).

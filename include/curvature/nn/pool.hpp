@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "curvature/nn/layer.hpp"
@@ -91,6 +92,7 @@ template <Scalar T, class B = DefaultBackend>
 class MaxPool2d final : public detail::PoolBase<T, B> {
  public:
   explicit MaxPool2d(Index kernel, Index stride = 0) : detail::PoolBase<T, B>("maxpool", kernel, stride) {}
+  std::unique_ptr<Layer<T, B>> clone() const override { return std::make_unique<MaxPool2d>(this->k_, this->s_); }
   bool is_max_pool() const override { return true; }
 
   void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override {
@@ -172,6 +174,7 @@ template <Scalar T, class B = DefaultBackend>
 class AvgPool2d final : public detail::PoolBase<T, B> {
  public:
   explicit AvgPool2d(Index kernel, Index stride = 0) : detail::PoolBase<T, B>("avgpool", kernel, stride) {}
+  std::unique_ptr<Layer<T, B>> clone() const override { return std::make_unique<AvgPool2d>(this->k_, this->s_); }
   void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override { this->apply(a.n, x, y); }
 
  private:

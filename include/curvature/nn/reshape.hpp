@@ -11,6 +11,7 @@ template <Scalar T, class B = DefaultBackend>
 class Relayout final : public Layer<T, B> {
  public:
   explicit Relayout(Layout to) : to_(to) {}
+  std::unique_ptr<Layer<T, B>> clone() const override { return std::make_unique<Relayout>(to_); }
   std::string name() const override { return to_ == Layout::Channels ? "to_channels" : "to_features"; }
   bool piecewise_linear(bool) const override { return true; }
   TensorSpec bind(const TensorSpec& in) override {
@@ -71,6 +72,7 @@ template <Scalar T, class B = DefaultBackend>
 class Flatten final : public Layer<T, B> {
  public:
   std::string name() const override { return "flatten"; }
+  std::unique_ptr<Layer<T, B>> clone() const override { return std::make_unique<Flatten>(); }
   bool piecewise_linear(bool) const override { return true; }
   std::optional<Layout> required_layout() const override { return Layout::Features; }
   TensorSpec bind(const TensorSpec& in) override {

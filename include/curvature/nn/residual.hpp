@@ -77,6 +77,21 @@ class Residual final : public Layer<T, B> {
     return this->out_;
   }
   Index num_params() const override { return num_params_; }
+  /// A block of clones of the inner layers (null when one of them cannot be cloned).
+  std::unique_ptr<Layer<T, B>> clone() const override {
+    auto c = std::make_unique<Residual>();
+    for (const LayerPtr& l : user_) {
+      LayerPtr inner = l->clone();
+      if (!inner) return nullptr;
+      c->add(std::move(inner));
+    }
+    return c;
+  }
+  /// Passes the backend on to the inner layers and layout changes.
+  void set_backend(const B& b) override {
+    this->bk_ = b;
+    for (Layer<T, B>* l : chain_) l->set_backend(b);
+  }
   void init(T* p, Rng& rng) const override {
     for (std::size_t k = 0; k < chain_.size(); ++k) chain_[k]->init(p + offsets_[k], rng);
   }
@@ -172,7 +187,7 @@ class Residual final : public Layer<T, B> {
   }
   /// Appends l to the execution chain, bound to `cur`, at parameter offset d (advanced).
   TensorSpec link(Layer<T, B>* l, const TensorSpec& cur, Index& d) {
-    l->set_backend(this->bk_);  // set_backend is not virtual: the block forwards its backend here
+    l->set_backend(this->bk_);
     const TensorSpec next = l->bind(cur);
     chain_.push_back(l);
     offsets_.push_back(d);

@@ -172,7 +172,7 @@ class KfacOperator {
       Matrix<T> cot(f.rows(), opt_.mc_samples * f.cols());
       for (Index s = 0; s < opt_.mc_samples; ++s) cot.middleCols(s * f.cols(), f.cols()) = loss.gradient(f, loss.sample(f, rng));
       return cot;
-    }, Reduction::Sum, scratch, T(1));
+    }, Reduction::Sum, scratch, T(1), nn::Sharding::Off);  // the factors read the whole batch's layer state
   }
 
   /// A = (1/N) sum_{i,t} abar abar^T; G = (1/(N T n_r)) sum_{i,t,r} b b^T (KFC: A sums, G averages
