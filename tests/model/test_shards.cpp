@@ -181,3 +181,73 @@ TEST_CASE("Passes that must see the whole batch or fresh layer state", "[model][
     CHECK(u.layer_input(2, xu).cols() == n);  // not sharded
   }
 }
+
+namespace {
+
+/// A net without convolutions (whose blocks of directions stay whole): linear, eval-mode
+/// BatchNorm on features, tanh, a residual block of linear + GELU, LeakyReLU, ReLU.
+template <class B>
+nn::Sequential<D, B> group_net(B b) {
+  nn::Sequential<D, B> m(nn::Shape{5, 1, 1}, b);
+  nn::Residual<D, B> block;
+  block.add(nn::Linear<D, B>(6)).add(nn::GELU<D, B>());
+  m.add(nn::Linear<D, B>(6)).add(nn::BatchNorm<D, B>()).add(nn::Tanh<D, B>()).add(std::move(block));
+  m.add(nn::Linear<D, B>(5)).add(nn::LeakyReLU<D, B>(0.1)).add(nn::Linear<D, B>(4)).add(nn::ReLU<D, B>());
+  m.add(nn::Linear<D, B>(3));
+  m.init(21);
+  Rng rng(22);
+  batchnorm_of(m).set_running_stats(random_matrix(6, 1, rng, 0.3).col(0), Vector<D>::Constant(6, 0.6));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("HVP blocks and jet2 in replica groups equal whole blocks", "[model][shards]") {
+  auto m = group_net(S{});
+  const CE ce;
+  // N = 129: groups of one direction; N = 64: groups of four (the last one of three).
+  for (const Index n : {Index{129}, Index{64}}) {
+    DYNAMIC_SECTION("N = " << n) {
+      Rng rng(static_cast<std::uint64_t>(n) + 5);
+      const Matrix<D> x = random_matrix(m.input_size(), n, rng);
+      const Labels y = labels(n, 3, rng);
+      const Matrix<D> v = random_matrix(m.num_params(), 7, rng);
+      const D inv_n = D(1) / static_cast<D>(n);
+      // Reference: the mean of batch-size-1 HVP blocks (one sample: one group, the whole block).
+      Matrix<D> hv_ref = Matrix<D>::Zero(m.num_params(), v.cols());
+      for (Index i = 0; i < n; ++i) hv_ref += hvp(m, ce, Matrix<D>(x.col(i)), target_of(y, i), v) * inv_n;
+      const Matrix<D> hv = hvp(m, ce, x, y, v);
+      CHECK(rel_err(hv, hv_ref) < 1e-12);
+      // The whole block (Sharding::Off keeps it whole), per replica and per column: equal to rounding.
+      const auto rop = [&](const Matrix<D>& f, const Matrix<D>& rf, Matrix<D>& df, Matrix<D>& rdf) {
+        df = ce.gradient(f, y) * inv_n;
+        rdf = ce.hessian_product(f, y, rf) * inv_n;
+      };
+      Matrix<D> whole;
+      m.hvp(x, v, rop, Reduction::PerReplica, whole, D(1), nn::Sharding::Off);
+      CHECK(rel_err(hv, whole) < 1e-14);
+      Matrix<D> per_sample, per_sample_whole;
+      per_sample_hvp(m, ce, x, y, v, per_sample);
+      m.hvp(x, v, [&](const Matrix<D>& f, const Matrix<D>& rf, Matrix<D>& df, Matrix<D>& rdf) {
+        df = ce.gradient(f, y);
+        rdf = ce.hessian_product(f, y, rf);
+      }, Reduction::PerColumn, per_sample_whole, D(1), nn::Sharding::Off);
+      CHECK(rel_err(per_sample, per_sample_whole) < 1e-14);
+      for (const Index i : {Index{0}, n - 1}) {  // H_i v_r for the first and last sample
+        const Matrix<D> hi = hvp(m, ce, Matrix<D>(x.col(i)), target_of(y, i), v);
+        for (const Index r : {Index{0}, Index{6}}) CHECK(rel_err(per_sample.col(r * n + i), hi.col(r)) < 1e-12);
+      }
+      // Quadratic forms by second-order forward mode against v_r' H v_r; groups on two threads give
+      // the same bits as on one.
+      const Vector<D> q = hessian_quadratic_forms(m, ce, x, y, v);
+      const Vector<D> q_ref = hv_ref.cwiseProduct(v).colwise().sum().transpose();
+      CHECK(rel_err(q, q_ref) < 1e-11);
+      auto m2 = group_net(backend::OpenMP{2});
+      CHECK(hessian_quadratic_forms(m2, ce, x, y, v) == q);
+      CHECK(hvp(m2, ce, x, y, v) == hv);
+      Matrix<D> per_sample2;
+      per_sample_hvp(m2, ce, x, y, v, per_sample2);
+      CHECK(per_sample2 == per_sample);
+    }
+  }
+}

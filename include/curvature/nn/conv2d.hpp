@@ -78,6 +78,9 @@ class Conv2d final : public Layer<T, B> {
   bool piecewise_linear(bool) const override { return true; }
   bool assigns_sink(Reduction mode) const override { return summed_mode(mode) || mode == Reduction::PerColumn; }
 
+  /// The patches (or padded planes) of x meet all directions' weights in one product.
+  bool shares_across_directions() const override { return true; }
+
   /// PyTorch's default: weight and bias uniform in +-1/sqrt(C*k*k).
   void init(T* p, Rng& rng) const override {
     const T bound = T(1) / std::sqrt(static_cast<T>(ckk_));

@@ -118,6 +118,11 @@ class Layer {
   /// assigns with beta = 0, while Eigen's zeroes its slice of C just before it (its kernel only
   /// adds), where the data is about to be read anyway.
   virtual bool assigns_sink(Reduction /*mode*/) const { return false; }
+  /// True when the layer's JVP and R-op do work once per call that all the directions of a block
+  /// share (Conv2d: the patches or padded planes of x meet every direction's weights in one
+  /// product). Sequential then keeps a block of directions whole rather than running it in
+  /// replica groups, which would repeat that work once per group.
+  virtual bool shares_across_directions() const { return false; }
   /// A new, unbound layer with this one's settings and buffers (BatchNorm's running statistics)
   /// but none of its per-call caches, or null when the layer cannot be copied. Sequential runs a
   /// large batch as shards, each through its own copies of the layers (see Sequential's "Batch

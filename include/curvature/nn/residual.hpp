@@ -103,6 +103,9 @@ class Residual final : public Layer<T, B> {
   bool piecewise_linear(bool train) const override {
     return std::all_of(user_.begin(), user_.end(), [&](const LayerPtr& l) { return l->piecewise_linear(train); });
   }
+  bool shares_across_directions() const override {
+    return std::any_of(user_.begin(), user_.end(), [](const LayerPtr& l) { return l->shares_across_directions(); });
+  }
   Index num_inner() const { return static_cast<Index>(user_.size()); }
 
   void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override {

@@ -19,6 +19,18 @@
 // own d-vectors zeroed and added, x copied; benchmarks/README.md). Otherwise the shards run one
 // after another, each product split across the threads as before. Sharding::Off keeps a pass whole, so
 // that layer_input(), output_cotangent() and the layers' caches describe it (K-FAC needs them).
+//
+// Replica groups. An HVP of m > 1 directions (PerReplica or PerColumn) and jet2 run one forward
+// pass over the batch, then take the directions in groups of max(1, 256 / N): each group's JVP,
+// second-order or R-op pass runs on tensors of one or two replicas, which stay in cache, where a
+// whole block of 20 MLP directions at B = 128 moves 2.6 MB per layer and tensor through memory.
+// The cotangents of the batch are computed once, with the first group. A direction's result
+// equals the whole block's to rounding (often bit for bit: the products give each column the same
+// sums); the groups depend on N and m alone, so results stay the same bits on every backend and
+// thread count. Not grouped: blocks through a layer that shares work across directions (Conv2d,
+// Layer::shares_across_directions), Reduction::Sum, and passes with Sharding::Off.
+// 100-probe Hutchinson on the MNIST MLP at one thread: trace 96-98 -> 90-91 ms, diagonal 188-190
+// -> 182 ms; at B = 1024 714-716 -> 624-632 and 1368-1378 -> 1278-1291 ms (benchmarks/README.md).
 #include <algorithm>
 #include <atomic>
 #include <concepts>
@@ -226,7 +238,9 @@ class Sequential {
   /// Exact second-order pass (Pearlmutter's R-op): forward, JVP along the d x m block V, then
   /// `rop(F, RF, dF, RdF)` fills the output cotangent dF (K x N) and its R-derivative RdF
   /// (K x m*N), and the R-op of the backward pass is reduced into `out` (PerReplica: H v_r for a
-  /// mean loss; PerColumn with unscaled per-sample dF: H_i v_r).
+  /// mean loss; PerColumn with unscaled per-sample dF: H_i v_r). In replica groups (see the top of
+  /// the file) rop is called once per group, RF and RdF holding that group's replicas: RdF_r must
+  /// depend on RF_r alone (as Lambda_i RF_r does).
   template <class Rop>
   void hvp(const Matrix<T>& x, const Matrix<T>& v, Rop&& rop, Reduction mode, Matrix<T>& out, T scale,
            Sharding sharding = Sharding::Auto) {
@@ -249,8 +263,27 @@ class Sequential {
         scatter(dcat_, n, i0, xs.cols(), 1, sh.dys_[last]);
         scatter(rdcat_, n, i0, xs.cols(), m, sh.rdys_[last]);
         sh.prepare_out(mode, xs.cols(), m, o);
-        sh.hvp_layers(xs, v, mode, o, scale);
+        sh.hvp_layers(xs, v.data(), v.rows(), m, mode, o.data(), scale, true);
       });
+      return;
+    }
+    const Index g = group_for(n, mode, m, sharding);
+    if (g < m) {  // replica groups (see the top of the file): one forward pass, then group by group
+      forward_layers(x);
+      sharded_ = false;
+      prepare_out(mode, n, m, out);
+      if (first > last) return;
+      dys_.resize(layers_.size());
+      rdys_.resize(layers_.size());
+      const Index col_stride = (mode == Reduction::PerColumn ? n : 1) * num_params();
+      for (Index r0 = 0; r0 < m; r0 += g) {
+        const Index s = std::min(g, m - r0);
+        const T* vg = v.data() + r0 * v.rows();
+        jvp_layers(x, vg, v.rows(), s);
+        if (!active_.back()) rf_.setZero(output_size(), s * n);
+        rop(acts_.back(), active_.back() ? racts_.back() : rf_, dys_[last], rdys_[last]);
+        hvp_layers(x, vg, v.rows(), s, mode, out.data() + r0 * col_stride, scale, r0 == 0);
+      }
       return;
     }
     forward_jvp_layers(x, v);
@@ -261,7 +294,7 @@ class Sequential {
     dys_.resize(layers_.size());
     rdys_.resize(layers_.size());
     rop(acts_.back(), active_.back() ? racts_.back() : rf_, dys_[last], rdys_[last]);
-    hvp_layers(x, v, mode, out, scale);
+    hvp_layers(x, v.data(), v.rows(), m, mode, out.data(), scale, true);
   }
 
   /// True when every layer has a second-order forward mode (jvp2), so jet2 works.
@@ -282,19 +315,35 @@ class Sequential {
         if (!l->has_jvp2())
           throw UnsupportedError("Sequential::jet2: layer " + l->name() + " has no second-order forward mode");
     }
-    run_forward_jvp(x, v);
     const Index n = x.cols(), m = v.cols();
-    rracts_.resize(layers_.size());
-    std::vector<bool> on(layers_.size(), false);
-    for (Index l = 0; l < num_layers(); ++l) {
-      const Matrix<T>* rx = (l > 0 && active_[l - 1]) ? &racts_[l - 1] : nullptr;
-      const Matrix<T>* rrx = (l > 0 && on[l - 1]) ? &rracts_[l - 1] : nullptr;
-      if (!rx && !rrx && layers_[l]->num_params() == 0) continue;
-      on[l] = layers_[l]->jvp2(pass(l, n, m, v.data(), v.rows()), input(l, x), acts_[l], rx, rrx, rracts_[l]);
+    const Index g = group_for(n, Reduction::PerReplica, m, Sharding::Auto);
+    if (g == m) {
+      run_forward_jvp(x, v);
+      const bool on = jvp2_layers(x, v.data(), v.rows(), m);
+      if (!active_.back()) rf_.setZero(output_size(), m * n);
+      if (!on) rrf_.setZero(output_size(), m * n);
+      fn(acts_.back(), active_.back() ? racts_.back() : rf_, on ? rracts_.back() : rrf_);
+      return;
     }
-    if (!active_.back()) rf_.setZero(output_size(), m * n);
-    if (!on.back()) rrf_.setZero(output_size(), m * n);
-    fn(acts_.back(), active_.back() ? racts_.back() : rf_, on.back() ? rracts_.back() : rrf_);
+    // Replica groups (see the top of the file): the outputs' derivatives gathered for fn.
+    check_input(x);
+    check_directions(v);
+    forward_layers(x);
+    sharded_ = false;
+    const Index k_out = output_size();
+    rfcat_.resize(k_out, m * n);
+    rrfcat_.resize(k_out, m * n);
+    for (Index r0 = 0; r0 < m; r0 += g) {
+      const Index s = std::min(g, m - r0);
+      const T* vg = v.data() + r0 * v.rows();
+      jvp_layers(x, vg, v.rows(), s);
+      const bool on = jvp2_layers(x, vg, v.rows(), s);
+      if (active_.back()) rfcat_.middleCols(r0 * n, s * n) = racts_.back();
+      else rfcat_.middleCols(r0 * n, s * n).setZero();
+      if (on) rrfcat_.middleCols(r0 * n, s * n) = rracts_.back();
+      else rrfcat_.middleCols(r0 * n, s * n).setZero();
+    }
+    fn(acts_.back(), rfcat_, rrfcat_);
   }
 
  private:
@@ -361,19 +410,35 @@ class Sequential {
 
   /// The R-op of the backward pass, given the output cotangent and its R-derivative in dys_ and
   /// rdys_, into `out` (prepared by prepare_out).
-  template <class Out>
-  void hvp_layers(const Matrix<T>& x, const Matrix<T>& v, Reduction mode, Out& out, T scale) {
-    const Index n = x.cols(), m = v.cols(), last = num_layers() - 1, first = first_param_layer();
+  /// The `reps` directions are at v (v_ld apart); `out` points at their first column of the
+  /// output. With `cotangents` false, dys_ holds the cotangents of this batch already (a later
+  /// replica group), and only the R-op runs.
+  void hvp_layers(const Matrix<T>& x, const T* v, Index v_ld, Index reps, Reduction mode, T* out, T scale,
+                  bool cotangents) {
+    const Index n = x.cols(), last = num_layers() - 1, first = first_param_layer();
     for (Index l = last; l >= first; --l) {
       const bool need_dx = l > first;
       const Matrix<T>* rx = (l > 0 && active_[l - 1]) ? &racts_[l - 1] : nullptr;
       Sink<T> s;
-      layers_[l]->backward_r(pass(l, n, m, v.data(), v.rows()), input(l, x), acts_[l], rx,
-                             active_[l] ? &racts_[l] : nullptr, dys_[l], rdys_[l],
-                             need_dx ? &rdys_[l - 1] : nullptr, sink(l, mode, out, scale, s));
+      layers_[l]->backward_r(pass(l, n, reps, v, v_ld), input(l, x), acts_[l], rx, active_[l] ? &racts_[l] : nullptr,
+                             dys_[l], rdys_[l], need_dx ? &rdys_[l - 1] : nullptr, sink(l, mode, out, scale, s));
       if (!need_dx) break;
-      layers_[l]->backward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l], dys_[l], &dys_[l - 1], nullptr);
+      if (cotangents)
+        layers_[l]->backward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l], dys_[l], &dys_[l - 1], nullptr);
     }
+  }
+
+  // ---- Replica groups (see the top of the file) ----
+  static constexpr Index kGroupColumns = 256;
+
+  /// Directions per group of an m-direction HVP (PerReplica or PerColumn) or jet2 pass over n
+  /// samples; m means one group, the whole block.
+  Index group_for(Index n, Reduction mode, Index m, Sharding sharding) const {
+    if (m <= 1 || sharding == Sharding::Off || !(mode == Reduction::PerReplica || mode == Reduction::PerColumn))
+      return m;
+    if (std::any_of(layers_.begin(), layers_.end(), [](const LayerPtr& l) { return l->shares_across_directions(); }))
+      return m;
+    return std::clamp<Index>(kGroupColumns / n, 1, m);
   }
 
   // ---- Batch shards (see the top of the file) ----
@@ -537,6 +602,35 @@ class Sequential {
     }
   }
 
+  /// The JVP along the `reps` directions at v (v_ld apart), layer by layer, after forward_layers.
+  void jvp_layers(const Matrix<T>& x, const T* v, Index v_ld, Index reps) {
+    const Index n = x.cols();
+    racts_.resize(layers_.size());
+    active_.assign(layers_.size(), false);
+    for (Index l = 0; l < num_layers(); ++l) {
+      const bool in_active = l > 0 && active_[l - 1];
+      if (!in_active && layers_[l]->num_params() == 0) continue;
+      layers_[l]->jvp(pass(l, n, reps, v, v_ld), input(l, x), acts_[l], in_active ? &racts_[l - 1] : nullptr,
+                      racts_[l]);
+      active_[l] = true;
+    }
+  }
+
+  /// The second t-derivatives layer by layer (Layer::jvp2) after the JVP along the same
+  /// directions; returns whether the output's (rracts_.back()) is non-zero.
+  bool jvp2_layers(const Matrix<T>& x, const T* v, Index v_ld, Index reps) {
+    const Index n = x.cols();
+    rracts_.resize(layers_.size());
+    std::vector<bool> on(layers_.size(), false);
+    for (Index l = 0; l < num_layers(); ++l) {
+      const Matrix<T>* rx = (l > 0 && active_[l - 1]) ? &racts_[l - 1] : nullptr;
+      const Matrix<T>* rrx = (l > 0 && on[l - 1]) ? &rracts_[l - 1] : nullptr;
+      if (!rx && !rrx && layers_[l]->num_params() == 0) continue;
+      on[l] = layers_[l]->jvp2(pass(l, n, reps, v, v_ld), input(l, x), acts_[l], rx, rrx, rracts_[l]);
+    }
+    return on.back();
+  }
+
   /// Sizes `out` for `mode`; zeroes it (in parallel) unless every entry will be written.
   template <class Out>
   void prepare_out(Reduction mode, Index n, Index reps, Out& out) const {
@@ -569,8 +663,12 @@ class Sequential {
   /// Layer l's sink in `out` (prepared by prepare_out for `mode`), or null when it has no parameters.
   template <class Out>
   const Sink<T>* sink(Index l, Reduction mode, Out& out, T scale, Sink<T>& s) const {
+    return sink(l, mode, out.data(), scale, s);
+  }
+  /// The same for an output whose first column starts at `out`.
+  const Sink<T>* sink(Index l, Reduction mode, T* out, T scale, Sink<T>& s) const {
     if (layers_[l]->num_params() == 0) return nullptr;
-    s = Sink<T>{mode, out.data() + offsets_[l], num_params(), scale, layers_[l]->assigns_sink(mode)};
+    s = Sink<T>{mode, out + offsets_[l], num_params(), scale, layers_[l]->assigns_sink(mode)};
     return &s;
   }
 
@@ -589,6 +687,7 @@ class Sequential {
   std::vector<std::unique_ptr<Sequential>> shards_;
   bool sharded_ = false;                    // the last pass ran as shards (no whole-batch state)
   Matrix<T> fcat_, rfcat_, dcat_, rdcat_;   // the whole batch's outputs and output cotangents
+  Matrix<T> rrfcat_;                        // jet2 in replica groups: all replicas' second derivatives
   const T* shared_params_ = nullptr;        // in a shard: the parameters of the model it belongs to
   Index shard_d_ = 0;                       // in a shard: their number
   Matrix<T> shard_x_, shard_out_;           // in a shard: its samples and (shard k > 0) its output
