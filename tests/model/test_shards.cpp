@@ -237,17 +237,20 @@ TEST_CASE("HVP blocks and jet2 in replica groups equal whole blocks", "[model][s
         const Matrix<D> hi = hvp(m, ce, Matrix<D>(x.col(i)), target_of(y, i), v);
         for (const Index r : {Index{0}, Index{6}}) CHECK(rel_err(per_sample.col(r * n + i), hi.col(r)) < 1e-12);
       }
-      // Quadratic forms by second-order forward mode against v_r' H v_r; groups on two threads give
-      // the same bits as on one.
+      // Quadratic forms by second-order forward mode against v_r' H v_r.
       const Vector<D> q = hessian_quadratic_forms(m, ce, x, y, v);
       const Vector<D> q_ref = hv_ref.cwiseProduct(v).colwise().sum().transpose();
       CHECK(rel_err(q, q_ref) < 1e-11);
-      auto m2 = group_net(backend::OpenMP{2});
-      CHECK(hessian_quadratic_forms(m2, ce, x, y, v) == q);
-      CHECK(hvp(m2, ce, x, y, v) == hv);
-      Matrix<D> per_sample2;
-      per_sample_hvp(m2, ce, x, y, v, per_sample2);
-      CHECK(per_sample2 == per_sample);
+      // Groups side by side on 2 and 3 threads (workers), or one after another with split products
+      // where there are fewer groups than threads: the same bits as on one thread.
+      for (const int threads : {2, 3}) {
+        auto mt = group_net(backend::OpenMP{threads});
+        CHECK(hessian_quadratic_forms(mt, ce, x, y, v) == q);
+        CHECK(hvp(mt, ce, x, y, v) == hv);
+        Matrix<D> per_sample_t;
+        per_sample_hvp(mt, ce, x, y, v, per_sample_t);
+        CHECK(per_sample_t == per_sample);
+      }
     }
   }
 }

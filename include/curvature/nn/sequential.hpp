@@ -24,18 +24,21 @@
 // pass over the batch, then take the directions in groups of max(1, 256 / N): each group's JVP,
 // second-order or R-op pass runs on tensors of one or two replicas, which stay in cache, where a
 // whole block of 20 MLP directions at B = 128 moves 2.6 MB per layer and tensor through memory.
-// The cotangents of the batch are computed once, with the first group. A direction's result
-// equals the whole block's to rounding (often bit for bit: the products give each column the same
-// sums); the groups depend on N and m alone, so results stay the same bits on every backend and
-// thread count. Not grouped: blocks through a layer that shares work across directions (Conv2d,
-// Layer::shares_across_directions), Reduction::Sum, and passes with Sharding::Off.
-// 100-probe Hutchinson on the MNIST MLP at one thread: trace 96-98 -> 90-91 ms, diagonal 188-190
-// -> 182 ms; at B = 1024 714-716 -> 624-632 and 1368-1378 -> 1278-1291 ms (benchmarks/README.md).
+// The cotangents of the batch are computed once, with the first group. On t > 1 threads with at
+// least t groups, t clones of the model (as for batch shards) take every t-th group side by side,
+// each on one thread with serial products and its own forward pass. A direction's result equals
+// the whole block's to rounding (often bit for bit: the products give each column the same sums);
+// the groups depend on N and m alone, so results are the same bits on every backend and thread
+// count. Not grouped: blocks through a layer that shares work across directions (Conv2d,
+// Layer::shares_across_directions), Reduction::Sum, and passes with Sharding::Off; not side by
+// side: layers that couple samples or cannot be cloned. MNIST MLP, B = 128, a block of 20 HVPs:
+// 35.0 -> 33.2 ms on one thread, 22.5-25.6 -> 16.9-18.0 ms on two (benchmarks/README.md).
 #include <algorithm>
 #include <atomic>
 #include <concepts>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -239,8 +242,9 @@ class Sequential {
   /// `rop(F, RF, dF, RdF)` fills the output cotangent dF (K x N) and its R-derivative RdF
   /// (K x m*N), and the R-op of the backward pass is reduced into `out` (PerReplica: H v_r for a
   /// mean loss; PerColumn with unscaled per-sample dF: H_i v_r). In replica groups (see the top of
-  /// the file) rop is called once per group, RF and RdF holding that group's replicas: RdF_r must
-  /// depend on RF_r alone (as Lambda_i RF_r does).
+  /// the file) rop is called once per group, one call at a time but perhaps from a worker thread,
+  /// RF and RdF holding that group's replicas: RdF_r must depend on RF_r alone (as Lambda_i RF_r
+  /// does).
   template <class Rop>
   void hvp(const Matrix<T>& x, const Matrix<T>& v, Rop&& rop, Reduction mode, Matrix<T>& out, T scale,
            Sharding sharding = Sharding::Auto) {
@@ -269,20 +273,32 @@ class Sequential {
     }
     const Index g = group_for(n, mode, m, sharding);
     if (g < m) {  // replica groups (see the top of the file): one forward pass, then group by group
-      forward_layers(x);
-      sharded_ = false;
       prepare_out(mode, n, m, out);
-      if (first > last) return;
-      dys_.resize(layers_.size());
-      rdys_.resize(layers_.size());
       const Index col_stride = (mode == Reduction::PerColumn ? n : 1) * num_params();
-      for (Index r0 = 0; r0 < m; r0 += g) {
-        const Index s = std::min(g, m - r0);
-        const T* vg = v.data() + r0 * v.rows();
-        jvp_layers(x, vg, v.rows(), s);
-        if (!active_.back()) rf_.setZero(output_size(), s * n);
-        rop(acts_.back(), active_.back() ? racts_.back() : rf_, dys_[last], rdys_[last]);
-        hvp_layers(x, vg, v.rows(), s, mode, out.data() + r0 * col_stride, scale, r0 == 0);
+      std::mutex rop_lock;  // concurrent groups call rop one at a time
+      // Groups k, k + w, k + 2w, ... on a model (the model itself, or worker k of w).
+      const auto run = [&](Sequential& sq, Index k, Index w) {
+        sq.forward_layers(x);
+        if (first > last) return;
+        sq.dys_.resize(layers_.size());
+        sq.rdys_.resize(layers_.size());
+        for (Index r0 = k * g; r0 < m; r0 += w * g) {
+          const Index s = std::min(g, m - r0);
+          const T* vg = v.data() + r0 * v.rows();
+          sq.jvp_layers(x, vg, v.rows(), s);
+          if (!sq.active_.back()) sq.rf_.setZero(output_size(), s * n);
+          {
+            const std::lock_guard<std::mutex> hold(rop_lock);
+            rop(sq.acts_.back(), sq.active_.back() ? sq.racts_.back() : sq.rf_, sq.dys_[last], sq.rdys_[last]);
+          }
+          sq.hvp_layers(x, vg, v.rows(), s, mode, out.data() + r0 * col_stride, scale, r0 == k * g);
+        }
+      };
+      if (const int w = group_workers(m, g); w > 1) {
+        run_workers(w, [&](Sequential& sq, Index k) { run(sq, k, w); });
+      } else {
+        run(*this, 0, 1);
+        sharded_ = false;
       }
       return;
     }
@@ -328,22 +344,30 @@ class Sequential {
     // Replica groups (see the top of the file): the outputs' derivatives gathered for fn.
     check_input(x);
     check_directions(v);
-    forward_layers(x);
-    sharded_ = false;
     const Index k_out = output_size();
     rfcat_.resize(k_out, m * n);
     rrfcat_.resize(k_out, m * n);
-    for (Index r0 = 0; r0 < m; r0 += g) {
-      const Index s = std::min(g, m - r0);
-      const T* vg = v.data() + r0 * v.rows();
-      jvp_layers(x, vg, v.rows(), s);
-      const bool on = jvp2_layers(x, vg, v.rows(), s);
-      if (active_.back()) rfcat_.middleCols(r0 * n, s * n) = racts_.back();
-      else rfcat_.middleCols(r0 * n, s * n).setZero();
-      if (on) rrfcat_.middleCols(r0 * n, s * n) = rracts_.back();
-      else rrfcat_.middleCols(r0 * n, s * n).setZero();
+    const auto run = [&](Sequential& sq, Index k, Index w) {
+      sq.forward_layers(x);
+      for (Index r0 = k * g; r0 < m; r0 += w * g) {
+        const Index s = std::min(g, m - r0);
+        const T* vg = v.data() + r0 * v.rows();
+        sq.jvp_layers(x, vg, v.rows(), s);
+        const bool on = sq.jvp2_layers(x, vg, v.rows(), s);
+        if (sq.active_.back()) rfcat_.middleCols(r0 * n, s * n) = sq.racts_.back();
+        else rfcat_.middleCols(r0 * n, s * n).setZero();
+        if (on) rrfcat_.middleCols(r0 * n, s * n) = sq.rracts_.back();
+        else rrfcat_.middleCols(r0 * n, s * n).setZero();
+      }
+    };
+    if (const int w = group_workers(m, g); w > 1) {
+      run_workers(w, [&](Sequential& sq, Index k) { run(sq, k, w); });
+      fn(shards_[0]->acts_.back(), rfcat_, rrfcat_);
+    } else {
+      run(*this, 0, 1);
+      sharded_ = false;
+      fn(acts_.back(), rfcat_, rrfcat_);
     }
-    fn(acts_.back(), rfcat_, rrfcat_);
   }
 
  private:
@@ -441,22 +465,66 @@ class Sequential {
     return std::clamp<Index>(kGroupColumns / n, 1, m);
   }
 
+  /// The workers that run the groups of an m-direction pass side by side (1: the model alone, one
+  /// group after another): the backend's t threads when it can run one-thread copies, there are at
+  /// least t groups, no layer couples samples (a training-mode forward pass moves BatchNorm's
+  /// running statistics) and every layer can be cloned.
+  int group_workers(Index m, Index g) {
+    if constexpr (ThreadedBackend<B>) {
+      const int t = bk_.threads();
+      if (t > 1 && (m + g - 1) / g >= t && !couples_samples() && make_clones(t)) return t;
+    }
+    return 1;
+  }
+
+  /// Runs f(worker, k) for k < w on w clones of the model side by side, one thread each; each
+  /// worker runs its own forward pass. Exceptions thrown by a worker are rethrown here.
+  template <class F>
+  void run_workers(int w, F&& f) {
+    sharded_ = true;
+    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(w));
+    if constexpr (ThreadedBackend<B>) {
+      const B one = bk_.with_threads(1);
+      for (Index k = 0; k < w; ++k) {
+        shards_[k]->use_backend(one);
+        shards_[k]->train_ = train_;
+        shards_[k]->shared_params_ = params_.data();
+      }
+    }
+    bk_.parallel_for(w, [&](Index k0, Index k1) {
+      for (Index k = k0; k < k1; ++k) {
+        try {
+          f(*shards_[k], k);
+        } catch (...) {
+          errors[static_cast<std::size_t>(k)] = std::current_exception();
+        }
+      }
+    });
+    for (const std::exception_ptr& e : errors)
+      if (e) std::rethrow_exception(e);
+  }
+
   // ---- Batch shards (see the top of the file) ----
   static constexpr Index kShardSamples = 64, kMaxShards = 4;
 
   /// The shards a pass runs as (1: whole): shard_count, when sharding is allowed, no layer couples
-  /// samples and every layer can be cloned (the clones are made here, once).
+  /// samples and every layer can be cloned.
   Index shards_for(Index n, Reduction mode, Index cols, Sharding sharding) {
     const Index s = shard_count(n, mode, cols);
     if (s == 1 || sharding == Sharding::Off || couples_samples()) return 1;
-    if (static_cast<Index>(shards_.size()) >= s) return s;
-    while (static_cast<Index>(shards_.size()) < s) {
+    return make_clones(s) ? s : 1;
+  }
+
+  /// Makes at least k clones of the model (shards_, kept for later passes): each a Sequential of
+  /// clones of the layers reading this model's parameters. False when a layer cannot be cloned.
+  bool make_clones(Index k) {
+    while (static_cast<Index>(shards_.size()) < k) {
       auto sh = std::make_unique<Sequential>(in_.shape, bk_);
       for (const LayerPtr& l : layers_) {
         LayerPtr c = l->clone();
         if (!c) {
           shards_.clear();
-          return 1;
+          return false;
         }
         c->set_backend(bk_);
         c->bind(sh->spec());
@@ -467,7 +535,7 @@ class Sequential {
       sh->shard_d_ = num_params();
       shards_.push_back(std::move(sh));
     }
-    return s;
+    return true;
   }
 
   /// The first sample of shard k of s over n samples (shard k holds [begin(k), begin(k + 1))).
