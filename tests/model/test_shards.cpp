@@ -4,7 +4,10 @@
 // that must not shard (coupled samples, a layer without clone) or must see fresh layer state.
 #include <catch2/catch.hpp>
 
+#include <limits>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 #include "curvature/curvature.hpp"
 #include "support/references.hpp"
@@ -184,30 +187,38 @@ TEST_CASE("Passes that must see the whole batch or fresh layer state", "[model][
 
 namespace {
 
-/// A net without convolutions (whose blocks of directions stay whole): linear, eval-mode
-/// BatchNorm on features, tanh, a residual block of linear + GELU, LeakyReLU, ReLU.
+/// A net without convolutions (whose blocks of directions stay whole): linear, tanh, a residual
+/// block of linear + GELU, LeakyReLU, ReLU, and optionally an eval-mode BatchNorm on features
+/// (which has no second-order forward mode: jet2 needs the net without it).
 template <class B>
-nn::Sequential<D, B> group_net(B b) {
+nn::Sequential<D, B> group_net(B b, bool batchnorm) {
   nn::Sequential<D, B> m(nn::Shape{5, 1, 1}, b);
   nn::Residual<D, B> block;
   block.add(nn::Linear<D, B>(6)).add(nn::GELU<D, B>());
-  m.add(nn::Linear<D, B>(6)).add(nn::BatchNorm<D, B>()).add(nn::Tanh<D, B>()).add(std::move(block));
+  m.add(nn::Linear<D, B>(6));
+  if (batchnorm) m.add(nn::BatchNorm<D, B>());
+  m.add(nn::Tanh<D, B>()).add(std::move(block));
   m.add(nn::Linear<D, B>(5)).add(nn::LeakyReLU<D, B>(0.1)).add(nn::Linear<D, B>(4)).add(nn::ReLU<D, B>());
   m.add(nn::Linear<D, B>(3));
   m.init(21);
-  Rng rng(22);
-  batchnorm_of(m).set_running_stats(random_matrix(6, 1, rng, 0.3).col(0), Vector<D>::Constant(6, 0.6));
+  if (batchnorm) {
+    Rng rng(22);
+    batchnorm_of(m).set_running_stats(random_matrix(6, 1, rng, 0.3).col(0), Vector<D>::Constant(6, 0.6));
+  }
   return m;
 }
 
 }  // namespace
 
 TEST_CASE("HVP blocks and jet2 in replica groups equal whole blocks", "[model][shards]") {
-  auto m = group_net(S{});
   const CE ce;
-  // N = 129: groups of one direction; N = 64: groups of four (the last one of three).
+  // N = 129: groups of one direction; N = 64: groups of four (the last one of three). With
+  // BatchNorm the quadratic forms come from HVPs, without it from jet2.
+  for (const bool batchnorm : {true, false})
   for (const Index n : {Index{129}, Index{64}}) {
-    DYNAMIC_SECTION("N = " << n) {
+    DYNAMIC_SECTION("N = " << n << (batchnorm ? ", BatchNorm" : ", jet2")) {
+      auto m = group_net(S{}, batchnorm);
+      REQUIRE(m.supports_jet2() == !batchnorm);
       Rng rng(static_cast<std::uint64_t>(n) + 5);
       const Matrix<D> x = random_matrix(m.input_size(), n, rng);
       const Labels y = labels(n, 3, rng);
@@ -244,13 +255,79 @@ TEST_CASE("HVP blocks and jet2 in replica groups equal whole blocks", "[model][s
       // Groups side by side on 2 and 3 threads (workers), or one after another with split products
       // where there are fewer groups than threads: the same bits as on one thread.
       for (const int threads : {2, 3}) {
-        auto mt = group_net(backend::OpenMP{threads});
+        auto mt = group_net(backend::OpenMP{threads}, batchnorm);
         CHECK(hessian_quadratic_forms(mt, ce, x, y, v) == q);
         CHECK(hvp(mt, ce, x, y, v) == hv);
         Matrix<D> per_sample_t;
         per_sample_hvp(mt, ce, x, y, v, per_sample_t);
         CHECK(per_sample_t == per_sample);
       }
+    }
+  }
+}
+
+TEST_CASE("Column hooks write directions and read results group by group", "[model][shards]") {
+  const CE ce;
+  Rng rng(31);
+  const Index n = 129;  // groups of one direction
+  auto ref_model = group_net(S{}, false);  // has jet2
+  const Matrix<D> x = random_matrix(ref_model.input_size(), n, rng);
+  const Labels y = labels(n, 3, rng);
+  const Matrix<D> v_ref = random_matrix(ref_model.num_params(), 5, rng);
+  HessianOperator ref_op(ref_model, ce, x, y);
+  Matrix<D> hv_ref;
+  ref_op.apply(v_ref, hv_ref);
+  Vector<D> q_ref;
+  ref_op.quadratic_forms(v_ref, q_ref);
+  for (const int threads : {1, 2}) {
+    DYNAMIC_SECTION("OpenMP(" << threads << ")") {
+      auto m = group_net(backend::OpenMP{threads}, false);
+      HessianOperator hop(m, ce, x, y);
+      // The block starts as NaN: a column read before its before() would poison the results.
+      Matrix<D> v = Matrix<D>::Constant(v_ref.rows(), v_ref.cols(), std::numeric_limits<D>::quiet_NaN()), out;
+      std::vector<std::pair<Index, Index>> before, after;
+      const ColumnHooks hooks{[&](Index j0, Index j1) {
+                                before.emplace_back(j0, j1);
+                                v.middleCols(j0, j1 - j0) = v_ref.middleCols(j0, j1 - j0);
+                              },
+                              [&](Index j0, Index j1) {
+                                after.emplace_back(j0, j1);
+                                CHECK(out.middleCols(j0, j1 - j0) == hv_ref.middleCols(j0, j1 - j0));  // final
+                              }};
+      hop.apply(v, out, hooks);
+      CHECK(out == hv_ref);
+      // One thread: groups one after another, hooks around each; two: workers, hooks around all.
+      std::vector<std::pair<Index, Index>> expected;
+      if (threads == 1)
+        for (Index j = 0; j < 5; ++j) expected.emplace_back(j, j + 1);
+      else
+        expected.emplace_back(0, 5);
+      CHECK(before == expected);
+      CHECK(after == expected);
+      v.setConstant(std::numeric_limits<D>::quiet_NaN());
+      before.clear();
+      Vector<D> q;
+      hop.quadratic_forms(v, q, ColumnHooks{hooks.before, {}});
+      CHECK(q == q_ref);
+      CHECK(before == expected);
+      // Hutchinson writes its probes and adds up the diagonal's products through the hooks: the
+      // same bits as through an operator without them (all probes first, all products after).
+      struct Plain {
+        using Scalar = D;
+        HessianOperator<nn::Sequential<D, backend::OpenMP>, CE>* op;
+        Index dim() const { return op->dim(); }
+        void apply(const Matrix<D>& a, Matrix<D>& b) { op->apply(a, b); }
+        void quadratic_forms(const Matrix<D>& a, Vector<D>& b) { op->quadratic_forms(a, b); }
+      } plain{&hop};
+      static_assert(ColumnHookOperator<decltype(hop)> && !ColumnHookOperator<Plain>);
+      HutchinsonOptions o;
+      o.max_probes = 23;
+      o.block_size = 6;
+      o.seed = 9;
+      const auto d_hooks = hutchinson_diagonal(hop, o), d_plain = hutchinson_diagonal(plain, o);
+      CHECK(d_hooks.value == d_plain.value);
+      CHECK(d_hooks.std_error == d_plain.std_error);
+      CHECK(hutchinson_trace(hop, o).value == hutchinson_trace(plain, o).value);
     }
   }
 }

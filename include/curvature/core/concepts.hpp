@@ -66,6 +66,19 @@ concept Jet2Model = JvpModel<M> && requires(M& m, const M& cm, const Matrix<scal
   m.jet2(x, x, fn);
 };
 
+/// Models whose hvp and jet2 take ColumnHooks (the built-in Sequential): their blocks of
+/// directions can be written and consumed group by group (Hutchinson's probes).
+template <class M>
+concept HookedHvpModel = HvpModel<M> && requires(M& m, const Matrix<scalar_of<M>>& x, Matrix<scalar_of<M>>& out,
+                                                 OutputRop<scalar_of<M>> rop, const ColumnHooks& h) {
+  m.hvp(x, x, rop, Reduction::PerReplica, out, scalar_of<M>(1), h);
+};
+template <class M>
+concept HookedJet2Model = Jet2Model<M> && requires(M& m, const Matrix<scalar_of<M>>& x, OutputJet<scalar_of<M>> fn,
+                                                   const ColumnHooks& h) {
+  m.jet2(x, x, fn, h);
+};
+
 /// A loss ell(y, f) on K x N outputs: per-sample values, the output gradient, products with the
 /// output Hessian Lambda_i, its symmetric factor S_i (S_i S_i^T = Lambda_i, K x K per sample,
 /// returned as K replicas: column c*N + i is S_i e_c), and labels sampled from the model's

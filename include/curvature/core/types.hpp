@@ -3,6 +3,7 @@
 // row-major N x D array from NumPy or PyTorch is, byte for byte, a D x N matrix here.
 #include <Eigen/Core>
 #include <concepts>
+#include <functional>
 
 namespace curvature {
 
@@ -36,6 +37,23 @@ enum class Reduction {
   PerColumn,         ///< R*N columns: column r*N + i (per-sample gradients)
   PerSampleSquares,  ///< N columns: sum over r of squares (per-sample GGN diagonal)
   SumSquares         ///< one column: sum over all (r, i) of squares (GGN / EF diagonals)
+};
+
+/// Callbacks of a pass over a d x m block of directions that takes the directions in groups
+/// (Sequential's replica groups, through HessianOperator): `before(j0, j1)` runs before columns
+/// [j0, j1) of the block are read, so that they can be written just in time while they stay in
+/// cache; `after(j0, j1)` once the results of those columns are final. Each callback covers every
+/// column once, in increasing order, on the calling thread; a pass that does not take groups calls
+/// before(0, m) first and after(0, m) last. Either may be empty. Hutchinson's estimators write
+/// their probes in `before` and, for the diagonal, accumulate v (.) A v in `after`.
+struct ColumnHooks {
+  std::function<void(Index, Index)> before, after;
+  void call_before(Index j0, Index j1) const {
+    if (before) before(j0, j1);
+  }
+  void call_after(Index j0, Index j1) const {
+    if (after) after(j0, j1);
+  }
 };
 
 /// True when no coefficient of x is NaN or infinite. x * 0 is NaN exactly for NaN and +-Inf, and a

@@ -9,6 +9,8 @@
 // block size; a stop inside a block discards the rest of that block (counted in `matvecs`).
 #include <algorithm>
 #include <cstdint>
+#include <functional>
+#include <type_traits>
 #include <utility>
 
 #include "curvature/estimators/detail/accumulate.hpp"
@@ -42,9 +44,14 @@ inline void check_hutchinson_options(const HutchinsonOptions& o, const char* fn)
                           " exceeds max_probes = ", o.max_probes);
 }
 
+/// Writes columns [j0, j1) of a probe block (ColumnHooks::before).
+using ColumnFill = std::function<void(Index, Index)>;
+
 /// The probe loop shared by the estimators: draws blocks of probes, calls `block(v)` once per
 /// block (one operator application) and feeds probe j of the block to `sample(v, j)`, which adds
-/// it to `acc`. Returns {matvecs, converged}.
+/// it to `acc`. A block callable as `block(v, fill)` writes the probes itself through fill(j0, j1)
+/// (group by group, through ColumnHooks, while they stay in cache); the probes are the same.
+/// Returns {matvecs, converged}.
 template <LinearOperator A, class Acc, class Block, class Sample>
 std::pair<Index, bool> probe_loop(A& op, const HutchinsonOptions& o, Acc& acc, Block&& block, Sample&& sample,
                                   const char* fn) {
@@ -55,8 +62,13 @@ std::pair<Index, bool> probe_loop(A& op, const HutchinsonOptions& o, Acc& acc, B
   for (Index first = 0; first < o.max_probes; first += o.block_size) {
     const Index m = std::min(o.block_size, o.max_probes - first);
     v.resize(d, m);
-    fill_probes(v, o.probe, o.seed, first);
-    block(v);
+    if constexpr (std::is_invocable_v<Block&, const Matrix<T>&, const ColumnFill&>) {
+      const ColumnFill fill = [&](Index j0, Index j1) { fill_probe_columns(v, o.probe, o.seed, first, j0, j1); };
+      block(v, fill);
+    } else {
+      fill_probes(v, o.probe, o.seed, first);
+      block(v);
+    }
     matvecs += m;
     for (Index j = 0; j < m; ++j) {
       sample(v, j);
@@ -81,9 +93,25 @@ std::pair<Index, bool> hutchinson_loop(A& op, const HutchinsonOptions& o, Acc& a
 /// the block's probes enter `acc` in one pass over the coordinates (WelfordVector::add_products),
 /// with apply_checked's errors; non-finite products are found on the running mean (d values)
 /// rather than on A V (d x block). Shared by hutchinson_diagonal and train::measure_sharpness.
+/// With `fill` (probe_loop's), the probes are written here: for a ColumnHookOperator group by
+/// group just before the operator reads them, each group's products entering `acc` as soon as they
+/// are final (both while in cache); else all at once first.
 template <LinearOperator A>
 void apply_add_products(A& op, const Matrix<typename A::Scalar>& v, Matrix<typename A::Scalar>& av,
-                        WelfordVector<typename A::Scalar>& acc, const char* fn) {
+                        WelfordVector<typename A::Scalar>& acc, const char* fn, const ColumnFill* fill = nullptr) {
+  if constexpr (ColumnHookOperator<A>) {
+    if (fill) {
+      const ColumnHooks hooks{*fill, [&](Index j0, Index j1) {
+                                CURVATURE_CHECK_SHAPE(av.rows() == v.rows() && av.cols() == v.cols(), fn,
+                                                      ": apply returned a ", av.rows(), "x", av.cols(),
+                                                      " block for a ", v.rows(), "x", v.cols(), " input");
+                                check_finite_result(acc.add_products(v, av, j0, j1), j1 - j0, fn);
+                              }};
+      op.apply(v, av, hooks);
+      return;
+    }
+  }
+  if (fill) (*fill)(0, v.cols());
   apply_shape_checked(op, v, av, fn);
   check_finite_result(acc.add_products(v, av, 0, v.cols()), v.cols(), fn);
 }
@@ -109,8 +137,8 @@ Estimate<typename A::Scalar> hutchinson_trace(A& op, const HutchinsonOptions& op
   Matrix<T> av;
   auto run = detail::probe_loop(
       op, options, acc,
-      [&](const Matrix<T>& v) {
-        detail::block_quadratic_forms(op, v, q, av, "hutchinson_trace");
+      [&](const Matrix<T>& v, const detail::ColumnFill& fill) {
+        detail::block_quadratic_forms(op, v, q, av, "hutchinson_trace", &fill);
         CURVATURE_CHECK_VALUE(all_finite(q), "hutchinson_trace: the operator returned non-finite values (NaN or Inf) "
                               "for a block of ", v.cols(), " vectors");
       },
@@ -147,11 +175,13 @@ DiagonalEstimate<typename A::Scalar> hutchinson_diagonal(A& op, const Hutchinson
   const bool adaptive = options.rel_tol > 0;
   auto run = detail::probe_loop(
       op, options, acc,
-      [&](const Matrix<T>& v) {
-        if (adaptive)
+      [&](const Matrix<T>& v, const detail::ColumnFill& fill) {
+        if (adaptive) {
+          fill(0, v.cols());
           detail::apply_shape_checked(op, v, av, fn);
-        else
-          detail::apply_add_products(op, v, av, acc, fn);
+        } else {
+          detail::apply_add_products(op, v, av, acc, fn, &fill);
+        }
       },
       [&](const Matrix<T>& v, Index j) {
         if (adaptive) detail::check_finite_result(acc.add_products(v, av, j, j + 1), v.cols(), fn);

@@ -66,14 +66,22 @@ void fill_gaussian(Col&& v, Rng& rng) {
 }  // namespace detail
 
 /// Overwrites column j of the d x m block `v` with probe `first + j` of the family `seed`.
+namespace detail {
+/// Columns [j0, j1) of fill_probes(v, kind, seed, first): column j holds probe first + j.
+template <class T>
+void fill_probe_columns(Matrix<T>& v, Probe kind, std::uint64_t seed, Index first, Index j0, Index j1) {
+  for (Index j = j0; j < j1; ++j) {
+    Rng rng(seed, static_cast<std::uint64_t>(first + j));
+    if (kind == Probe::Rademacher) fill_rademacher<T>(v.col(j), rng);
+    else fill_gaussian<T>(v.col(j), rng);
+  }
+}
+}  // namespace detail
+
 template <class T>
 void fill_probes(Matrix<T>& v, Probe kind, std::uint64_t seed, Index first = 0) {
   CURVATURE_CHECK_VALUE(first >= 0, "fill_probes: first = ", first, ", expected >= 0");
-  for (Index j = 0; j < v.cols(); ++j) {
-    Rng rng(seed, static_cast<std::uint64_t>(first + j));
-    if (kind == Probe::Rademacher) detail::fill_rademacher<T>(v.col(j), rng);
-    else detail::fill_gaussian<T>(v.col(j), rng);
-  }
+  detail::fill_probe_columns(v, kind, seed, first, 0, v.cols());
 }
 
 /// A new d x m block of probes first, ..., first + m - 1 of the family `seed`.

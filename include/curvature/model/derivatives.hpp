@@ -66,18 +66,27 @@ void per_sample_gradients(M& m, const L& loss, const Matrix<scalar_of<M>>& x, co
 
 /// Exact Hessian-vector products H v_r for the columns of the d x m block V (Pearlmutter R-op).
 template <Model M, Loss L>
+/// With `hooks` (ColumnHooks): columns of V may be written in before(j0, j1) and columns of the
+/// result read in after(j0, j1) (group by group for the built-in models, else around the call).
 Matrix<scalar_of<M>> hvp(M& m, const L& loss, const Matrix<scalar_of<M>>& x, const typename L::Targets& y,
-                         const Matrix<scalar_of<M>>& v) {
+                         const Matrix<scalar_of<M>>& v, const ColumnHooks& hooks = {}) {
   using T = scalar_of<M>;
   static_assert(HvpModel<M>, "hvp needs an HvpModel: give the model jvp(x, V) and "
                              "hvp(x, V, rop, Reduction, out, scale)");
   detail::check_batch(m, loss, x, y, "hvp");
   Matrix<T> out;
   const T inv_n = T(1) / static_cast<T>(x.cols());
-  m.hvp(x, v, [&](const Matrix<T>& f, const Matrix<T>& rf, Matrix<T>& df, Matrix<T>& rdf) {
+  const auto rop = [&](const Matrix<T>& f, const Matrix<T>& rf, Matrix<T>& df, Matrix<T>& rdf) {
     df = loss.gradient(f, y) * inv_n;
     rdf = loss.hessian_product(f, y, rf) * inv_n;
-  }, Reduction::PerReplica, out, T(1));
+  };
+  if constexpr (HookedHvpModel<M>) {
+    m.hvp(x, v, rop, Reduction::PerReplica, out, T(1), hooks);
+  } else {
+    hooks.call_before(0, v.cols());
+    m.hvp(x, v, rop, Reduction::PerReplica, out, T(1));
+    hooks.call_after(0, v.cols());
+  }
   return out;
 }
 
@@ -85,9 +94,12 @@ Matrix<scalar_of<M>> hvp(M& m, const L& loss, const Matrix<scalar_of<M>>& x, con
 /// block V. A Jet2Model whose layers all have a second-order forward mode gives them by one Taylor
 /// pass, d^2/dt^2 L(theta + t v) = (1/N) sum_i (J_i v)' Lambda_i (J_i v) + grad_f ell_i' (d^2 f_i/dt^2),
 /// without a backward pass; other HvpModels by v_r' (H v_r).
+/// With `hooks` (ColumnHooks): columns of V may be written in before(j0, j1) (the built-in models
+/// take the directions in groups; other models call before(0, m) first); after(0, m) follows.
 template <Model M, Loss L>
 Vector<scalar_of<M>> hessian_quadratic_forms(M& m, const L& loss, const Matrix<scalar_of<M>>& x,
-                                             const typename L::Targets& y, const Matrix<scalar_of<M>>& v) {
+                                             const typename L::Targets& y, const Matrix<scalar_of<M>>& v,
+                                             const ColumnHooks& hooks = {}) {
   using T = scalar_of<M>;
   static_assert(HvpModel<M> || Jet2Model<M>, "hessian_quadratic_forms needs an HvpModel or a Jet2Model");
   detail::check_batch(m, loss, x, y, "hessian_quadratic_forms");
@@ -96,18 +108,27 @@ Vector<scalar_of<M>> hessian_quadratic_forms(M& m, const L& loss, const Matrix<s
   if constexpr (Jet2Model<M>) {
     if (m.supports_jet2()) {
       Vector<T> q(reps);
-      m.jet2(x, v, [&](const Matrix<T>& f, const Matrix<T>& rf, const Matrix<T>& rrf) {
+      const auto fn = [&](const Matrix<T>& f, const Matrix<T>& rf, const Matrix<T>& rrf) {
         const Matrix<T> g = loss.gradient(f, y);
         const Matrix<T> hrf = loss.hessian_product(f, y, rf);
         for (Index r = 0; r < reps; ++r)
           q(r) = (rf.middleCols(r * n, n).cwiseProduct(hrf.middleCols(r * n, n)).sum() +
                   g.cwiseProduct(rrf.middleCols(r * n, n)).sum()) * inv_n;
-      });
+      };
+      if constexpr (HookedJet2Model<M>) {
+        m.jet2(x, v, fn, hooks);
+      } else {
+        hooks.call_before(0, reps);
+        m.jet2(x, v, fn);
+        hooks.call_after(0, reps);
+      }
       return q;
     }
   }
-  if constexpr (HvpModel<M>) {
-    return hvp(m, loss, x, y, v).cwiseProduct(v).colwise().sum().transpose();
+  if constexpr (HvpModel<M>) {  // the columns of V written in before(), group by group where it can
+    Vector<T> q = hvp(m, loss, x, y, v, ColumnHooks{hooks.before, {}}).cwiseProduct(v).colwise().sum().transpose();
+    hooks.call_after(0, reps);
+    return q;
   } else {
     throw UnsupportedError("hessian_quadratic_forms: the model's layers have no second-order forward mode "
                            "and the model has no hvp");

@@ -40,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "curvature/core/allocator.hpp"
@@ -244,12 +245,97 @@ class Sequential {
   /// mean loss; PerColumn with unscaled per-sample dF: H_i v_r). In replica groups (see the top of
   /// the file) rop is called once per group, one call at a time but perhaps from a worker thread,
   /// RF and RdF holding that group's replicas: RdF_r must depend on RF_r alone (as Lambda_i RF_r
-  /// does).
+  /// does). `hooks` (ColumnHooks) are called around each group taken one after another, else once
+  /// around the whole pass.
   template <class Rop>
   void hvp(const Matrix<T>& x, const Matrix<T>& v, Rop&& rop, Reduction mode, Matrix<T>& out, T scale,
-           Sharding sharding = Sharding::Auto) {
+           Sharding sharding = Sharding::Auto, const ColumnHooks& hooks = {}) {
     check_input(x);
     check_directions(v);
+    const Index m = v.cols();
+    const Index g = group_for(x.cols(), mode, m, sharding);
+    const int w = g < m ? group_workers(m, g) : 1;
+    if (g == m || w > 1) hooks.call_before(0, m);
+    hvp_pass(x, v, rop, mode, out, scale, sharding, hooks, g, w);
+    if (g == m || w > 1) hooks.call_after(0, m);
+  }
+
+  /// hvp with hooks and Sharding::Auto.
+  template <class Rop>
+  void hvp(const Matrix<T>& x, const Matrix<T>& v, Rop&& rop, Reduction mode, Matrix<T>& out, T scale,
+           const ColumnHooks& hooks) {
+    hvp(x, v, std::forward<Rop>(rop), mode, out, scale, Sharding::Auto, hooks);
+  }
+
+  /// True when every layer has a second-order forward mode (jvp2), so jet2 works.
+  bool supports_jet2() const {
+    return std::all_of(layers_.begin(), layers_.end(), [](const LayerPtr& l) { return l->has_jvp2(); });
+  }
+
+  /// Second-order forward (Taylor) mode along the curves theta + t v_r for the columns of the d x m
+  /// block V: one forward pass, the JVP, then the second t-derivatives layer by layer; calls
+  /// `fn(F, RF, RRF)` with the outputs F (K x N), their first and second t-derivatives (K x m*N,
+  /// replica r for v_r). With the loss, d^2/dt^2 ell(f_i) = RF' Lambda_i RF + grad ell_i' RRF is
+  /// v_r' H_i v_r without a backward pass (about half the products of an HVP on the MLP). `hooks`
+  /// as for hvp (after(0, m) follows fn). Throws UnsupportedError unless supports_jet2().
+  template <class Fn>
+  void jet2(const Matrix<T>& x, const Matrix<T>& v, Fn&& fn, const ColumnHooks& hooks = {}) {
+    if (!supports_jet2()) {
+      for (const auto& l : layers_)
+        if (!l->has_jvp2())
+          throw UnsupportedError("Sequential::jet2: layer " + l->name() + " has no second-order forward mode");
+    }
+    const Index n = x.cols(), m = v.cols();
+    const Index g = group_for(n, Reduction::PerReplica, m, Sharding::Auto);
+    if (g == m) {
+      hooks.call_before(0, m);
+      run_forward_jvp(x, v);
+      const bool on = jvp2_layers(x, v.data(), v.rows(), m);
+      if (!active_.back()) rf_.setZero(output_size(), m * n);
+      if (!on) rrf_.setZero(output_size(), m * n);
+      fn(acts_.back(), active_.back() ? racts_.back() : rf_, on ? rracts_.back() : rrf_);
+      hooks.call_after(0, m);
+      return;
+    }
+    // Replica groups (see the top of the file): the outputs' derivatives gathered for fn.
+    check_input(x);
+    check_directions(v);
+    const Index k_out = output_size();
+    rfcat_.resize(k_out, m * n);
+    rrfcat_.resize(k_out, m * n);
+    const int w = group_workers(m, g);
+    const auto run = [&](Sequential& sq, Index k) {
+      sq.forward_layers(x);
+      for (Index r0 = k * g; r0 < m; r0 += w * g) {
+        const Index s = std::min(g, m - r0);
+        if (w == 1) hooks.call_before(r0, r0 + s);
+        const T* vg = v.data() + r0 * v.rows();
+        sq.jvp_layers(x, vg, v.rows(), s);
+        const bool on = sq.jvp2_layers(x, vg, v.rows(), s);
+        if (sq.active_.back()) rfcat_.middleCols(r0 * n, s * n) = sq.racts_.back();
+        else rfcat_.middleCols(r0 * n, s * n).setZero();
+        if (on) rrfcat_.middleCols(r0 * n, s * n) = sq.rracts_.back();
+        else rrfcat_.middleCols(r0 * n, s * n).setZero();
+      }
+    };
+    if (w > 1) {
+      hooks.call_before(0, m);
+      run_workers(w, [&](Sequential& sq, Index k) { run(sq, k); });
+      fn(shards_[0]->acts_.back(), rfcat_, rrfcat_);
+    } else {
+      run(*this, 0);
+      sharded_ = false;
+      fn(acts_.back(), rfcat_, rrfcat_);
+    }
+    hooks.call_after(0, m);
+  }
+
+ private:
+  /// hvp after the checks, with the replica group size g and workers w (see group_for and
+  /// group_workers); hooks are called here only for groups run one after another.
+  template <class Rop>
+  void hvp_pass(const Matrix<T>& x, const Matrix<T>& v, Rop& rop, Reduction mode, Matrix<T>& out, T scale,
+                Sharding sharding, const ColumnHooks& hooks, Index g, int w) {
     const Index n = x.cols(), m = v.cols();
     const Index last = num_layers() - 1, first = first_param_layer();
     if (const Index s = shards_for(n, mode, m, sharding); s > 1 && first <= last) {
@@ -271,19 +357,22 @@ class Sequential {
       });
       return;
     }
-    const Index g = group_for(n, mode, m, sharding);
     if (g < m) {  // replica groups (see the top of the file): one forward pass, then group by group
       prepare_out(mode, n, m, out);
       const Index col_stride = (mode == Reduction::PerColumn ? n : 1) * num_params();
       std::mutex rop_lock;  // concurrent groups call rop one at a time
       // Groups k, k + w, k + 2w, ... on a model (the model itself, or worker k of w).
-      const auto run = [&](Sequential& sq, Index k, Index w) {
+      const auto run = [&](Sequential& sq, Index k) {
         sq.forward_layers(x);
-        if (first > last) return;
         sq.dys_.resize(layers_.size());
         sq.rdys_.resize(layers_.size());
         for (Index r0 = k * g; r0 < m; r0 += w * g) {
           const Index s = std::min(g, m - r0);
+          if (w == 1) hooks.call_before(r0, r0 + s);
+          if (first > last) {  // no parameters: prepare_out zeroed the output
+            if (w == 1) hooks.call_after(r0, r0 + s);
+            continue;
+          }
           const T* vg = v.data() + r0 * v.rows();
           sq.jvp_layers(x, vg, v.rows(), s);
           if (!sq.active_.back()) sq.rf_.setZero(output_size(), s * n);
@@ -292,12 +381,13 @@ class Sequential {
             rop(sq.acts_.back(), sq.active_.back() ? sq.racts_.back() : sq.rf_, sq.dys_[last], sq.rdys_[last]);
           }
           sq.hvp_layers(x, vg, v.rows(), s, mode, out.data() + r0 * col_stride, scale, r0 == k * g);
+          if (w == 1) hooks.call_after(r0, r0 + s);
         }
       };
-      if (const int w = group_workers(m, g); w > 1) {
-        run_workers(w, [&](Sequential& sq, Index k) { run(sq, k, w); });
+      if (w > 1) {
+        run_workers(w, [&](Sequential& sq, Index k) { run(sq, k); });
       } else {
-        run(*this, 0, 1);
+        run(*this, 0);
         sharded_ = false;
       }
       return;
@@ -313,64 +403,6 @@ class Sequential {
     hvp_layers(x, v.data(), v.rows(), m, mode, out.data(), scale, true);
   }
 
-  /// True when every layer has a second-order forward mode (jvp2), so jet2 works.
-  bool supports_jet2() const {
-    return std::all_of(layers_.begin(), layers_.end(), [](const LayerPtr& l) { return l->has_jvp2(); });
-  }
-
-  /// Second-order forward (Taylor) mode along the curves theta + t v_r for the columns of the d x m
-  /// block V: one forward pass, the JVP, then the second t-derivatives layer by layer; calls
-  /// `fn(F, RF, RRF)` with the outputs F (K x N), their first and second t-derivatives (K x m*N,
-  /// replica r for v_r). With the loss, d^2/dt^2 ell(f_i) = RF' Lambda_i RF + grad ell_i' RRF is
-  /// v_r' H_i v_r without a backward pass (about half the products of an HVP on the MLP).
-  /// Throws UnsupportedError unless supports_jet2().
-  template <class Fn>
-  void jet2(const Matrix<T>& x, const Matrix<T>& v, Fn&& fn) {
-    if (!supports_jet2()) {
-      for (const auto& l : layers_)
-        if (!l->has_jvp2())
-          throw UnsupportedError("Sequential::jet2: layer " + l->name() + " has no second-order forward mode");
-    }
-    const Index n = x.cols(), m = v.cols();
-    const Index g = group_for(n, Reduction::PerReplica, m, Sharding::Auto);
-    if (g == m) {
-      run_forward_jvp(x, v);
-      const bool on = jvp2_layers(x, v.data(), v.rows(), m);
-      if (!active_.back()) rf_.setZero(output_size(), m * n);
-      if (!on) rrf_.setZero(output_size(), m * n);
-      fn(acts_.back(), active_.back() ? racts_.back() : rf_, on ? rracts_.back() : rrf_);
-      return;
-    }
-    // Replica groups (see the top of the file): the outputs' derivatives gathered for fn.
-    check_input(x);
-    check_directions(v);
-    const Index k_out = output_size();
-    rfcat_.resize(k_out, m * n);
-    rrfcat_.resize(k_out, m * n);
-    const auto run = [&](Sequential& sq, Index k, Index w) {
-      sq.forward_layers(x);
-      for (Index r0 = k * g; r0 < m; r0 += w * g) {
-        const Index s = std::min(g, m - r0);
-        const T* vg = v.data() + r0 * v.rows();
-        sq.jvp_layers(x, vg, v.rows(), s);
-        const bool on = sq.jvp2_layers(x, vg, v.rows(), s);
-        if (sq.active_.back()) rfcat_.middleCols(r0 * n, s * n) = sq.racts_.back();
-        else rfcat_.middleCols(r0 * n, s * n).setZero();
-        if (on) rrfcat_.middleCols(r0 * n, s * n) = sq.rracts_.back();
-        else rrfcat_.middleCols(r0 * n, s * n).setZero();
-      }
-    };
-    if (const int w = group_workers(m, g); w > 1) {
-      run_workers(w, [&](Sequential& sq, Index k) { run(sq, k, w); });
-      fn(shards_[0]->acts_.back(), rfcat_, rrfcat_);
-    } else {
-      run(*this, 0, 1);
-      sharded_ = false;
-      fn(acts_.back(), rfcat_, rrfcat_);
-    }
-  }
-
- private:
   TensorSpec spec() const { return layers_.empty() ? in_ : layers_.back()->output_spec(); }
 
   void push(LayerPtr layer) {

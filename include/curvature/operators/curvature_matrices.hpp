@@ -102,18 +102,20 @@ class HessianOperator : public detail::BatchOperatorBase<M, L> {
 
   const Targets& targets() const { return *y_; }
 
-  /// out = H V (d x m, overwritten).
-  void apply(const Matrix<Scalar>& v, Matrix<Scalar>& out) {
+  /// out = H V (d x m, overwritten). With `hooks` (ColumnHooks), columns of V may be written in
+  /// before(j0, j1) and columns of out read in after(j0, j1): Hutchinson's estimators use them to
+  /// write each group's probes and add up its products while they are in cache.
+  void apply(const Matrix<Scalar>& v, Matrix<Scalar>& out, const ColumnHooks& hooks = {}) {
     detail::check_block(v, out, this->dim(), "HessianOperator::apply");
     if (detail::empty_block(v, this->dim(), out)) return;
-    detail::apply_hessian(*this->m_, this->loss_, *this->x_, *y_, v, out, this->inv_n());
+    detail::apply_hessian(*this->m_, this->loss_, *this->x_, *y_, v, out, this->inv_n(), hooks);
   }
   /// q_r = v_r' H v_r (q resized to m): by second-order forward mode when the model has it (no
-  /// backward pass; curvature::hessian_quadratic_forms), else from H V.
-  void quadratic_forms(const Matrix<Scalar>& v, Vector<Scalar>& q) {
+  /// backward pass; curvature::hessian_quadratic_forms), else from H V. `hooks` as for apply.
+  void quadratic_forms(const Matrix<Scalar>& v, Vector<Scalar>& q, const ColumnHooks& hooks = {}) {
     detail::check_quadratic_block(v, this->dim(), "HessianOperator::quadratic_forms");
     if (v.cols() == 0) { q.resize(0); return; }
-    q = hessian_quadratic_forms(*this->m_, this->loss_, *this->x_, *y_, v);
+    q = hessian_quadratic_forms(*this->m_, this->loss_, *this->x_, *y_, v, hooks);
   }
 
  private:

@@ -29,6 +29,21 @@ concept QuadraticFormOperator = LinearOperator<A> && requires(A& a, const Matrix
   a.quadratic_forms(v, q);
 };
 
+/// A LinearOperator whose apply (and, for a QuadraticFormOperator, quadratic_forms) also takes
+/// ColumnHooks: the block may be written column group by column group just before use, and the
+/// results read as they become final (HessianOperator of the built-in models).
+template <class A>
+concept ColumnHookOperator = LinearOperator<A> && requires(A& a, const Matrix<typename A::Scalar>& v,
+                                                           Matrix<typename A::Scalar>& out, const ColumnHooks& h) {
+  a.apply(v, out, h);
+};
+template <class A>
+concept ColumnHookQuadraticForms = QuadraticFormOperator<A> && requires(A& a, const Matrix<typename A::Scalar>& v,
+                                                                        Vector<typename A::Scalar>& q,
+                                                                        const ColumnHooks& h) {
+  a.quadratic_forms(v, q, h);
+};
+
 /// An explicit symmetric matrix as an operator (small d, tests, and dense reference values).
 template <class T>
 class DenseOperator {

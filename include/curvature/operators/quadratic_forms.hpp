@@ -4,6 +4,7 @@
 // Sigma = Sigma1 - g g^T (002 eq. 3: alpha, mu with A = G; 001's IGS). A is applied to blocks of
 // columns of the d x N matrix of vectors, so N vectors cost N / block batched applies.
 #include <algorithm>
+#include <functional>
 
 #include "curvature/core/error.hpp"
 #include "curvature/operators/linear_operator.hpp"
@@ -12,10 +13,22 @@ namespace curvature {
 
 namespace detail {
 /// q_r = v_r^T A v_r for the columns of one block V: by the operator's own quadratic_forms when it
-/// models QuadraticFormOperator (no A V formed), else from A V (`av` is the buffer for it).
+/// models QuadraticFormOperator (no A V formed), else from A V (`av` is the buffer for it). With
+/// `fill`, V is written here: fill(j0, j1) writes columns [j0, j1), group by group through
+/// ColumnHooks when the operator takes them, else all at once first.
 template <LinearOperator A>
 void block_quadratic_forms(A& op, const Matrix<typename A::Scalar>& v, Vector<typename A::Scalar>& q,
-                           Matrix<typename A::Scalar>& av, const char* fn) {
+                           Matrix<typename A::Scalar>& av, const char* fn,
+                           const std::function<void(Index, Index)>* fill = nullptr) {
+  if constexpr (ColumnHookQuadraticForms<A>) {
+    if (fill) {  // the columns of V written group by group, just before the operator reads them
+      op.quadratic_forms(v, q, ColumnHooks{*fill, {}});
+      CURVATURE_CHECK_SHAPE(q.size() == v.cols(), fn, ": quadratic_forms returned ", q.size(), " values for ",
+                            v.cols(), " vectors");
+      return;
+    }
+  }
+  if (fill) (*fill)(0, v.cols());
   if constexpr (QuadraticFormOperator<A>) {
     op.quadratic_forms(v, q);
     CURVATURE_CHECK_SHAPE(q.size() == v.cols(), fn, ": quadratic_forms returned ", q.size(), " values for ",

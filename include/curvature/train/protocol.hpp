@@ -222,7 +222,10 @@ CheckpointSharpness<scalar_of<M>> measure_sharpness(M& m, const L& loss, const d
   // A fixed probe count: each block enters the diagonal's accumulator in one pass (as in
   // hutchinson_diagonal); the scalar measures take the probes one by one.
   auto run = curvature::detail::probe_loop(
-      h, ho, diag, [&](const Matrix<T>& v) { curvature::detail::apply_add_products(h, v, hv, diag, fn); },
+      h, ho, diag,
+      [&](const Matrix<T>& v, const curvature::detail::ColumnFill& fill) {
+        curvature::detail::apply_add_products(h, v, hv, diag, fn, &fill);
+      },
       [&](const Matrix<T>& v, Index j) {
         const std::array<T, 3> s = detail::probe_sums(v, hv, j, inv_g, adam_v ? &inv_v : nullptr);
         se.add(s[0]);

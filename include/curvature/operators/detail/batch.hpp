@@ -44,14 +44,23 @@ concept SelectableTargets = requires(const Targets& y) {
 };
 
 /// out = scale * sum_i H_i V (exact R-op, Pearlmutter 1994): one forward, JVP and backward R-op.
+/// With `hooks`: see ColumnHooks (models without them get before(0, m) first, after(0, m) last).
 template <class M, class L>
 void apply_hessian(M& m, const L& loss, const Matrix<scalar_of<M>>& x, const typename L::Targets& y,
-                   const Matrix<scalar_of<M>>& v, Matrix<scalar_of<M>>& out, scalar_of<M> scale) {
+                   const Matrix<scalar_of<M>>& v, Matrix<scalar_of<M>>& out, scalar_of<M> scale,
+                   const ColumnHooks& hooks = {}) {
   using T = scalar_of<M>;
-  m.hvp(x, v, [&](const Matrix<T>& f, const Matrix<T>& rf, Matrix<T>& df, Matrix<T>& rdf) {
+  const auto rop = [&](const Matrix<T>& f, const Matrix<T>& rf, Matrix<T>& df, Matrix<T>& rdf) {
     df = loss.gradient(f, y);
     rdf = loss.hessian_product(f, y, rf);
-  }, Reduction::PerReplica, out, scale);
+  };
+  if constexpr (HookedHvpModel<M>) {
+    m.hvp(x, v, rop, Reduction::PerReplica, out, scale, hooks);
+  } else {
+    hooks.call_before(0, v.cols());
+    m.hvp(x, v, rop, Reduction::PerReplica, out, scale);
+    hooks.call_after(0, v.cols());
+  }
 }
 
 /// out = scale * sum_i J_i^T Lambda_i J_i V: one JVP (K x m*N), the output-Hessian product on all
