@@ -23,6 +23,33 @@ void check_batch(const M& m, const L& loss, const Matrix<scalar_of<M>>& x, const
                         " targets");
   (void)m;
 }
+
+/// m.hvp(x, V, rop, PerReplica, out, scale) with ColumnHooks: the model calls them group by group
+/// when it takes them (HookedHvpModel), else before(0, m) comes first and after(0, m) last.
+template <class M, class Rop>
+void hooked_hvp(M& m, const Matrix<scalar_of<M>>& x, const Matrix<scalar_of<M>>& v, Rop&& rop,
+                Matrix<scalar_of<M>>& out, scalar_of<M> scale, const ColumnHooks& hooks) {
+  if constexpr (HookedHvpModel<M>) {
+    m.hvp(x, v, rop, Reduction::PerReplica, out, scale, hooks);
+  } else {
+    hooks.call_before(0, v.cols());
+    m.hvp(x, v, rop, Reduction::PerReplica, out, scale);
+    hooks.call_after(0, v.cols());
+  }
+}
+
+/// m.jet2(x, V, fn) with ColumnHooks, as hooked_hvp (HookedJet2Model).
+template <class M, class Fn>
+void hooked_jet2(M& m, const Matrix<scalar_of<M>>& x, const Matrix<scalar_of<M>>& v, Fn&& fn,
+                 const ColumnHooks& hooks) {
+  if constexpr (HookedJet2Model<M>) {
+    m.jet2(x, v, fn, hooks);
+  } else {
+    hooks.call_before(0, v.cols());
+    m.jet2(x, v, fn);
+    hooks.call_after(0, v.cols());
+  }
+}
 }  // namespace detail
 
 /// The mean loss L.
@@ -80,13 +107,7 @@ Matrix<scalar_of<M>> hvp(M& m, const L& loss, const Matrix<scalar_of<M>>& x, con
     df = loss.gradient(f, y) * inv_n;
     rdf = loss.hessian_product(f, y, rf) * inv_n;
   };
-  if constexpr (HookedHvpModel<M>) {
-    m.hvp(x, v, rop, Reduction::PerReplica, out, T(1), hooks);
-  } else {
-    hooks.call_before(0, v.cols());
-    m.hvp(x, v, rop, Reduction::PerReplica, out, T(1));
-    hooks.call_after(0, v.cols());
-  }
+  detail::hooked_hvp(m, x, v, rop, out, T(1), hooks);
   return out;
 }
 
@@ -115,13 +136,7 @@ Vector<scalar_of<M>> hessian_quadratic_forms(M& m, const L& loss, const Matrix<s
           q(r) = (rf.middleCols(r * n, n).cwiseProduct(hrf.middleCols(r * n, n)).sum() +
                   g.cwiseProduct(rrf.middleCols(r * n, n)).sum()) * inv_n;
       };
-      if constexpr (HookedJet2Model<M>) {
-        m.jet2(x, v, fn, hooks);
-      } else {
-        hooks.call_before(0, reps);
-        m.jet2(x, v, fn);
-        hooks.call_after(0, reps);
-      }
+      detail::hooked_jet2(m, x, v, fn, hooks);
       return q;
     }
   }

@@ -297,36 +297,25 @@ class Sequential {
       hooks.call_after(0, m);
       return;
     }
-    // Replica groups (see the top of the file): the outputs' derivatives gathered for fn.
+    // Replica groups (see the top of the file): the outputs' derivatives gathered for fn, which
+    // runs once all groups are done (so no group's after(); after(0, m) follows fn).
     check_input(x);
     check_directions(v);
     const Index k_out = output_size();
     rfcat_.resize(k_out, m * n);
     rrfcat_.resize(k_out, m * n);
     const int w = group_workers(m, g);
-    const auto run = [&](Sequential& sq, Index k) {
-      sq.forward_layers(x);
-      for (Index r0 = k * g; r0 < m; r0 += w * g) {
-        const Index s = std::min(g, m - r0);
-        if (w == 1) hooks.call_before(r0, r0 + s);
-        const T* vg = v.data() + r0 * v.rows();
-        sq.jvp_layers(x, vg, v.rows(), s);
-        const bool on = sq.jvp2_layers(x, vg, v.rows(), s);
-        if (sq.active_.back()) rfcat_.middleCols(r0 * n, s * n) = sq.racts_.back();
-        else rfcat_.middleCols(r0 * n, s * n).setZero();
-        if (on) rrfcat_.middleCols(r0 * n, s * n) = sq.rracts_.back();
-        else rrfcat_.middleCols(r0 * n, s * n).setZero();
-      }
-    };
-    if (w > 1) {
-      hooks.call_before(0, m);
-      run_workers(w, [&](Sequential& sq, Index k) { run(sq, k); });
-      fn(shards_[0]->acts_.back(), rfcat_, rrfcat_);
-    } else {
-      run(*this, 0);
-      sharded_ = false;
-      fn(acts_.back(), rfcat_, rrfcat_);
-    }
+    if (w > 1) hooks.call_before(0, m);
+    for_groups(x, m, g, w, ColumnHooks{hooks.before, {}}, [&](Sequential& sq, Index r0, Index s, bool) {
+      const T* vg = v.data() + r0 * v.rows();
+      sq.jvp_layers(x, vg, v.rows(), s);
+      const bool on = sq.jvp2_layers(x, vg, v.rows(), s);
+      if (sq.active_.back()) rfcat_.middleCols(r0 * n, s * n) = sq.racts_.back();
+      else rfcat_.middleCols(r0 * n, s * n).setZero();
+      if (on) rrfcat_.middleCols(r0 * n, s * n) = sq.rracts_.back();
+      else rrfcat_.middleCols(r0 * n, s * n).setZero();
+    });
+    fn(w > 1 ? shards_[0]->acts_.back() : acts_.back(), rfcat_, rrfcat_);
     hooks.call_after(0, m);
   }
 
@@ -361,35 +350,21 @@ class Sequential {
       prepare_out(mode, n, m, out);
       const Index col_stride = (mode == Reduction::PerColumn ? n : 1) * num_params();
       std::mutex rop_lock;  // concurrent groups call rop one at a time
-      // Groups k, k + w, k + 2w, ... on a model (the model itself, or worker k of w).
-      const auto run = [&](Sequential& sq, Index k) {
-        sq.forward_layers(x);
-        sq.dys_.resize(layers_.size());
-        sq.rdys_.resize(layers_.size());
-        for (Index r0 = k * g; r0 < m; r0 += w * g) {
-          const Index s = std::min(g, m - r0);
-          if (w == 1) hooks.call_before(r0, r0 + s);
-          if (first > last) {  // no parameters: prepare_out zeroed the output
-            if (w == 1) hooks.call_after(r0, r0 + s);
-            continue;
-          }
-          const T* vg = v.data() + r0 * v.rows();
-          sq.jvp_layers(x, vg, v.rows(), s);
-          if (!sq.active_.back()) sq.rf_.setZero(output_size(), s * n);
-          {
-            const std::lock_guard<std::mutex> hold(rop_lock);
-            rop(sq.acts_.back(), sq.active_.back() ? sq.racts_.back() : sq.rf_, sq.dys_[last], sq.rdys_[last]);
-          }
-          sq.hvp_layers(x, vg, v.rows(), s, mode, out.data() + r0 * col_stride, scale, r0 == k * g);
-          if (w == 1) hooks.call_after(r0, r0 + s);
+      for_groups(x, m, g, w, hooks, [&](Sequential& sq, Index r0, Index s, bool first_group) {
+        if (first > last) return;  // no parameters: prepare_out zeroed the output
+        if (first_group) {
+          sq.dys_.resize(layers_.size());
+          sq.rdys_.resize(layers_.size());
         }
-      };
-      if (w > 1) {
-        run_workers(w, [&](Sequential& sq, Index k) { run(sq, k); });
-      } else {
-        run(*this, 0);
-        sharded_ = false;
-      }
+        const T* vg = v.data() + r0 * v.rows();
+        sq.jvp_layers(x, vg, v.rows(), s);
+        if (!sq.active_.back()) sq.rf_.setZero(output_size(), s * n);
+        {
+          const std::lock_guard<std::mutex> hold(rop_lock);
+          rop(sq.acts_.back(), sq.active_.back() ? sq.racts_.back() : sq.rf_, sq.dys_[last], sq.rdys_[last]);
+        }
+        sq.hvp_layers(x, vg, v.rows(), s, mode, out.data() + r0 * col_stride, scale, first_group);
+      });
       return;
     }
     forward_jvp_layers(x, v);
@@ -495,6 +470,31 @@ class Sequential {
     if (std::any_of(layers_.begin(), layers_.end(), [](const LayerPtr& l) { return l->shares_across_directions(); }))
       return m;
     return std::clamp<Index>(kGroupColumns / n, 1, m);
+  }
+
+  /// Runs body(sq, r0, s, first) for every replica group [r0, r0 + s) of an m-direction pass in
+  /// groups of g, sq being the model that ran the forward pass over x for it and `first` whether
+  /// the group is sq's first: with w == 1 on the model itself, one group after another, each
+  /// between hooks.before(r0, r0 + s) and hooks.after(r0, r0 + s); with w > 1 on w clones side by
+  /// side (run_workers; worker k takes groups k, k + w, ...), without hooks (the caller's run
+  /// around the whole pass).
+  template <class Body>
+  void for_groups(const Matrix<T>& x, Index m, Index g, int w, const ColumnHooks& hooks, Body&& body) {
+    const auto run = [&](Sequential& sq, Index k) {
+      sq.forward_layers(x);
+      for (Index r0 = k * g; r0 < m; r0 += w * g) {
+        const Index s = std::min(g, m - r0);
+        if (w == 1) hooks.call_before(r0, r0 + s);
+        body(sq, r0, s, r0 == k * g);
+        if (w == 1) hooks.call_after(r0, r0 + s);
+      }
+    };
+    if (w > 1) {
+      run_workers(w, run);
+    } else {
+      run(*this, 0);
+      sharded_ = false;
+    }
   }
 
   /// The workers that run the groups of an m-direction pass side by side (1: the model alone, one

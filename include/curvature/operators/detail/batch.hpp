@@ -54,13 +54,7 @@ void apply_hessian(M& m, const L& loss, const Matrix<scalar_of<M>>& x, const typ
     df = loss.gradient(f, y);
     rdf = loss.hessian_product(f, y, rf);
   };
-  if constexpr (HookedHvpModel<M>) {
-    m.hvp(x, v, rop, Reduction::PerReplica, out, scale, hooks);
-  } else {
-    hooks.call_before(0, v.cols());
-    m.hvp(x, v, rop, Reduction::PerReplica, out, scale);
-    hooks.call_after(0, v.cols());
-  }
+  hooked_hvp(m, x, v, rop, out, scale, hooks);
 }
 
 /// out = scale * sum_i J_i^T Lambda_i J_i V: one JVP (K x m*N), the output-Hessian product on all
