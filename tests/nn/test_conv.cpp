@@ -651,3 +651,71 @@ TEST_CASE("Conv2d refuses the direct kernel where it does not apply", "[nn][conv
   CHECK(wide.uses_direct());
   CHECK_FALSE(narrow.uses_direct());
 }
+
+namespace {
+/// Convolutions followed by max-pools (fused JVPs, Layer::jvp_pooled): with 20 directions in
+/// double, the first convolution's planes (8 x 24 x 24) make chunks of 6 replicas (6, 6, 6, 2) and
+/// the second's (16 x 12 x 12) chunks of 13; the third has 6 channels (off the blocks of 8: one
+/// chunk) and an overlapping 3x3 / stride-2 pool, and the first pool has no ReLU after it.
+template <class B>
+nn::Sequential<D, B> pooled_cnn(B b = B{}) {
+  nn::Sequential<D, B> m(nn::Shape{3, 24, 24}, b);
+  m.add(nn::Conv2d<D, B>(8, 3, 1, 1)).add(nn::MaxPool2d<D, B>(2));
+  m.add(nn::Conv2d<D, B>(16, 3, 1, 1)).add(nn::ReLU<D, B>()).add(nn::MaxPool2d<D, B>(2));
+  m.add(nn::Conv2d<D, B>(6, 3, 1, 1)).add(nn::ReLU<D, B>()).add(nn::MaxPool2d<D, B>(3, 2));
+  m.add(nn::Flatten<D, B>()).add(nn::Linear<D, B>(4));
+  m.init(5);
+  return m;
+}
+}  // namespace
+
+TEST_CASE("A convolution's JVPs pooled sample by sample equal the layer-by-layer pass bit for bit",
+          "[nn][conv][pool][model]") {
+  Rng rng(37);
+  const Index n = 3;
+  const std::vector<std::int64_t> y{0, 3, 1};
+  loss::CrossEntropy<D> ce;
+  auto serial = pooled_cnn<S>();
+  const Matrix<D> x = random_matrix(serial.input_size(), n, rng);
+  const Matrix<D> v = random_matrix(serial.num_params(), 20, rng);
+  struct Results {
+    Matrix<D> jvp, jvp1, hvp, hvp5, per_sample;
+    Vector<D> q;
+  };
+  const auto run = [&](auto& m, bool fused) {
+    m.set_fused_pooling(fused);
+    Results r{m.jvp(x, v), m.jvp(x, v.leftCols(1)), hvp(m, ce, x, y, v), hvp(m, ce, x, y, v.leftCols(5)), {},
+              hessian_quadratic_forms(m, ce, x, y, v)};
+    per_sample_hvp(m, ce, x, y, v.leftCols(2), r.per_sample);
+    return r;
+  };
+  const auto check = [&](auto& m) {
+    const Results a = run(m, true), b = run(m, false);
+    CHECK(same(a.jvp, b.jvp));
+    CHECK(same(a.jvp1, b.jvp1));
+    CHECK(same(a.hvp, b.hvp));
+    CHECK(same(a.hvp5, b.hvp5));
+    CHECK(same(a.per_sample, b.per_sample));
+    CHECK(a.q == b.q);
+    return a;
+  };
+  const Results fused = check(serial);
+  // Independent checks of the fused results: directional finite differences of the gradient, and
+  // the quadratic forms from the HVPs.
+  const D h = 1e-5;
+  const Vector<D> theta = serial.params();
+  for (Index r : {0, 19}) {
+    serial.set_params(theta + h * v.col(r));
+    const Vector<D> gp = loss_and_gradient(serial, ce, x, y).gradient;
+    serial.set_params(theta - h * v.col(r));
+    const Vector<D> gm = loss_and_gradient(serial, ce, x, y).gradient;
+    CHECK(rel_err(fused.hvp.col(r), (gp - gm) / (2 * h)) < 1e-6);
+  }
+  serial.set_params(theta);
+  CHECK(rel_err(fused.q, fused.hvp.cwiseProduct(v).colwise().sum().transpose()) < 1e-12);
+  for (int threads : {2, 3}) {
+    auto omp = pooled_cnn<backend::OpenMP>(backend::OpenMP{threads});
+    const Results r = check(omp);
+    CHECK(rel_err(r.hvp, fused.hvp) < 1e-13);
+  }
+}

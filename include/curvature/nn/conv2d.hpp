@@ -11,6 +11,7 @@
 // products. Conv2d::algorithm chooses.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <initializer_list>
 #include <memory>
 #include <utility>
@@ -170,6 +171,27 @@ class Conv2d final : public Layer<T, B> {
     return true;
   }
 
+  /// On the direct kernel, the JVPs can run with a max-pool that follows (Sequential does so).
+  bool pools_jvp() const override { return uses_direct(); }
+  /// jvp, then the max-pool's jvp, sample by sample: each sample's output tangent planes are
+  /// computed into a scratch that stays in cache and only the pool's choices leave it, where the
+  /// layer by layer way writes the full-size tangent to memory and reads it back (TinyCNN, a block
+  /// of 20 directions: 160 MB for the first convolution). The same bits.
+  void jvp_pooled(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, const Layer<T, B>& pool,
+                  Matrix<T>& rz) override {
+    rcols_of_ = nullptr;
+    gather_directions(a);
+    jvp_pooled_direct(a, x, rx, pool, rz);
+  }
+  /// jvp2, then the max-pool's jvp2, in the same way.
+  bool jvp2_pooled(const Pass<T>& a, const Matrix<T>&, const Matrix<T>* rx, const Matrix<T>* rrx,
+                   const Layer<T, B>& pool, Matrix<T>& rrz) override {
+    const bool cross = rx && a.v;
+    if (!rrx && !cross) return false;
+    jvp2_pooled_direct(a, rx, rrx, cross, pool, rrz);
+    return true;
+  }
+
   Index out_channels() const { return cout_; }
   Index kernel() const { return k_; }
   Index stride() const { return s_; }
@@ -207,16 +229,21 @@ class Conv2d final : public Layer<T, B> {
     Serial{}.gemm(blk, cols, weight_t(p), T(1), true);
   }
 
+  /// v_all_ = [V_0 ... V_{R-1}], so that the patches (or padded planes) of x meet every direction
+  /// in one product.
+  void gather_directions(const Pass<T>& a) {
+    if (!a.v) return;
+    v_all_.resize(ckk_, a.reps * cout_);
+    for (Index r = 0; r < a.reps; ++r) v_all_.middleCols(r * cout_, cout_) = weight_t(a.vr(r));
+  }
+
   /// ry = the JVP along the pass's directions and, when y is non-null, y = the forward pass; the
   /// patches of x serve both products of a chunk.
   void forward_jvp_impl(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, Matrix<T>* y, Matrix<T>& ry) {
     rcols_of_ = nullptr;
     const Index p = ho_ * wo_;
     ry.resize(a.n * p, a.reps * cout_);
-    if (a.v) {  // [V_0 ... V_{R-1}], so that the patches of x meet every direction in one product
-      v_all_.resize(ckk_, a.reps * cout_);
-      for (Index r = 0; r < a.reps; ++r) v_all_.middleCols(r * cout_, cout_) = weight_t(a.vr(r));
-    }
+    gather_directions(a);
     if (uses_direct()) return forward_jvp_direct(a, x, rx, y, ry);
     for_chunks(a.n, [&](Index g, Index i0, Index m, T*) {
       auto rows = ry.middleRows(i0 * p, m * p);
@@ -508,16 +535,21 @@ class Conv2d final : public Layer<T, B> {
   }
   const T* pad_sample(Index g, const Matrix<T>& x, Index r, Index i) { return pad_planes(g, direct_shape(), x, r, i); }
 
+  /// The direct kernel's weights for a JVP: W, and [V_0 ... V_R-1] (v_all_) with their biases.
+  void pack_jvp(const Pass<T>& a) {
+    const Index c = this->in_.shape.c;
+    detail::direct_pack(a.p, c, k_, cout_, false, pack(wpack_, ckk_ * cout_));
+    if (!a.v) return;
+    detail::direct_pack(v_all_.data(), c, k_, a.reps * cout_, false, pack(vpack_, ckk_ * a.reps * cout_));
+    T* vb = pack(vbias_, a.reps * cout_);
+    for (Index r = 0; r < a.reps; ++r) std::copy(a.vr(r) + ckk_ * cout_, a.vr(r) + ckk_ * cout_ + cout_, vb + r * cout_);
+  }
+
   /// forward_jvp_impl on the direct kernel: per sample, the padded x meets W (y) and every V_r
   /// (all directions as one convolution with R*Cout outputs), then each padded rx_r meets W.
   void forward_jvp_direct(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, Matrix<T>* y, Matrix<T>& ry) {
     const Index p = ho_ * wo_, c = this->in_.shape.c;
-    detail::direct_pack(a.p, c, k_, cout_, false, pack(wpack_, ckk_ * cout_));
-    if (a.v) {
-      detail::direct_pack(v_all_.data(), c, k_, a.reps * cout_, false, pack(vpack_, ckk_ * a.reps * cout_));
-      T* vb = pack(vbias_, a.reps * cout_);
-      for (Index r = 0; r < a.reps; ++r) std::copy(a.vr(r) + ckk_ * cout_, a.vr(r) + ckk_ * cout_ + cout_, vb + r * cout_);
-    }
+    pack_jvp(a);
     const bool rx_shared = rx && rx->cols() == c;
     for_samples(a.n, [&](Index g, Index i) {
       if (y || a.v) {
@@ -539,27 +571,123 @@ class Conv2d final : public Layer<T, B> {
     });
   }
 
-  /// jvp2 on the direct kernel: per sample and replica, the padded rrx_r meets W and the padded
-  /// rx_r meets 2 V_r (the factor 2 packed into the weights: exact).
-  void jvp2_direct(const Pass<T>& a, const Matrix<T>* rx, const Matrix<T>* rrx, bool cross, Matrix<T>& rry) {
-    const Index p = ho_ * wo_, c = this->in_.shape.c, w = ckk_ * cout_;
+  /// The direct kernel's weights for jvp2: W (with rrx) and each 2 V_r (cross terms; the factor 2
+  /// packed into the weights: exact).
+  void pack_jvp2(const Pass<T>& a, bool rrx, bool cross) {
+    const Index c = this->in_.shape.c, w = ckk_ * cout_;
     if (rrx) detail::direct_pack(a.p, c, k_, cout_, false, pack(wpack_, w));
-    if (cross) {
-      T* vp = pack(vpack_, a.reps * w);
-      for (Index r = 0; r < a.reps; ++r) {
-        detail::direct_pack(a.vr(r), c, k_, cout_, false, vp + r * w);
-        VectorMap<T>(vp + r * w, w) *= T(2);
-      }
+    if (!cross) return;
+    T* vp = pack(vpack_, a.reps * w);
+    for (Index r = 0; r < a.reps; ++r) {
+      detail::direct_pack(a.vr(r), c, k_, cout_, false, vp + r * w);
+      VectorMap<T>(vp + r * w, w) *= T(2);
     }
+  }
+
+  /// Replica r's output planes of jvp2 for sample i at out (plane stride ld): the padded rrx_r
+  /// meets W and the padded rx_r meets 2 V_r.
+  void jvp2_sample(Index g, Index i, Index r, const Matrix<T>* rx, const Matrix<T>* rrx, bool cross, T* out, Index ld) {
+    if (rrx)
+      detail::direct_conv_sample<T>(direct_shape(), pad_sample(g, *rrx, rep_of(*rrx, r), i), wpack_.data(), nullptr,
+                                    false, out, ld);
+    if (cross)
+      detail::direct_conv_sample<T>(direct_shape(), pad_sample(g, *rx, rep_of(*rx, r), i), vpack_.data() + r * ckk_ * cout_,
+                                    nullptr, rrx != nullptr, out, ld);
+  }
+
+  /// jvp2 on the direct kernel, per sample and replica (jvp2_sample).
+  void jvp2_direct(const Pass<T>& a, const Matrix<T>* rx, const Matrix<T>* rrx, bool cross, Matrix<T>& rry) {
+    const Index p = ho_ * wo_;
+    pack_jvp2(a, rrx != nullptr, cross);
     for_samples(a.n, [&](Index g, Index i) {
-      for (Index r = 0; r < a.reps; ++r) {
-        T* out = rry.data() + r * cout_ * rry.rows() + i * p;
-        if (rrx)
-          detail::direct_conv_sample<T>(direct_shape(), pad_sample(g, *rrx, rep_of(*rrx, r), i), wpack_.data(), nullptr,
-                                        false, out, rry.rows());
-        if (cross)
-          detail::direct_conv_sample<T>(direct_shape(), pad_sample(g, *rx, rep_of(*rx, r), i), vpack_.data() + r * w,
-                                        nullptr, rrx != nullptr, out, rry.rows());
+      for (Index r = 0; r < a.reps; ++r)
+        jvp2_sample(g, i, r, rx, rrx, cross, rry.data() + r * cout_ * rry.rows() + i * p, rry.rows());
+    });
+  }
+
+  // ---- a max-pool after the convolution (jvp_pooled, jvp2_pooled) ----
+
+  /// Replicas per chunk of a pooled pass: one sample's output planes of a chunk (<= 256 KB) stay
+  /// in L2 between the kernel and the pool's gather. A chunk is whole blocks of direct_block
+  /// channels, so the kernel computes every channel as in one call over all replicas.
+  Index pooled_chunk(Index reps) const {
+    if (cout_ % detail::direct_block != 0) return reps;
+    const Index per = cout_ * ho_ * wo_ * static_cast<Index>(sizeof(T));
+    return std::clamp<Index>((Index{256} << 10) / per, 1, reps);
+  }
+  /// The checks, the output's size and the per-group buffers of a pooled pass of `rc` replicas a chunk.
+  void prepare_pooled(const Pass<T>& a, const Layer<T, B>& pool, Index rc, Matrix<T>& rz) {
+    CURVATURE_CHECK_VALUE(uses_direct() && pool.max_pool_choices() && pool.input_spec().shape == this->out_.shape,
+                          name(), ": a pooled JVP needs the direct kernel and the forward pass of the max-pool that "
+                          "takes this layer's output");
+    const Shape ps = pool.output_spec().shape;
+    rz.resize(a.n * ps.h * ps.w, a.reps * cout_);
+    const Index groups = chunk_groups(a.n);
+    if (static_cast<Index>(pooled_.size()) < groups) pooled_.resize(groups), xpad_.resize(groups);
+    for (Index g = 0; g < groups; ++g) pack(pooled_[g], rc * cout_ * ho_ * wo_);
+  }
+  /// Sample i's rows of columns [j0, j0 + cols) of the pooled tangent rz: each output pixel takes
+  /// the value that the pool's forward pass chose in its window, from the planes at buf (ho*wo
+  /// apart, column j0 + j's first), as MaxPool2d::jvp does.
+  void pooled_out(const Layer<T, B>& pool, Index i, Index j0, Index cols, const T* buf, Matrix<T>& rz) const {
+    const std::int32_t* arg = pool.max_pool_choices();
+    const Shape ps = pool.output_spec().shape;
+    const Index q = ps.h * ps.w, p = ho_ * wo_;
+    for (Index j = 0; j < cols; ++j) {
+      const std::int32_t* ar = arg + (i * cout_ + (j0 + j) % cout_) * q;
+      const T* src = buf + j * p;
+      T* dst = rz.data() + (j0 + j) * rz.rows() + i * q;
+      for (Index o = 0; o < q; ++o) dst[o] = src[ar[o]];
+    }
+  }
+
+  /// jvp_pooled on the direct kernel: forward_jvp_direct's products (without y), a chunk of
+  /// replicas at a time into group g's scratch planes, each chunk then pooled into rz.
+  void jvp_pooled_direct(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, const Layer<T, B>& pool,
+                         Matrix<T>& rz) {
+    const Index p = ho_ * wo_, c = this->in_.shape.c, rc = pooled_chunk(a.reps);
+    prepare_pooled(a, pool, rc, rz);
+    pack_jvp(a);
+    const bool rx_shared = rx && rx->cols() == c;
+    for_samples(a.n, [&](Index g, Index i) {
+      T* buf = pooled_[g].data();
+      const T* px = nullptr;  // x padded, in its own buffer: rx_r is padded into padded_[g] between chunks
+      if (a.v) {
+        px = pack(xpad_[g], direct_shape().template pad_size<T>());
+        detail::direct_pad(direct_shape(), x.data() + i * this->in_.shape.h * this->in_.shape.w, x.rows(), xpad_[g].data());
+      }
+      for (Index r0 = 0; r0 < a.reps; r0 += rc) {
+        const Index nr = std::min(rc, a.reps - r0);
+        if (a.v)
+          detail::direct_conv_sample<T>(direct_shape(nr * cout_), px, vpack_.data() + r0 * cout_ * ckk_,
+                                        vbias_.data() + r0 * cout_, false, buf, p);
+        for (Index r = r0; r < r0 + nr; ++r) {
+          T* out = buf + (r - r0) * cout_ * p;
+          if (rx) {
+            const T* padded = (r == 0 || !rx_shared) ? pad_sample(g, *rx, rx_shared ? 0 : r, i) : padded_[g].data();
+            detail::direct_conv_sample<T>(direct_shape(), padded, wpack_.data(), nullptr, a.v != nullptr, out, p);
+          } else if (!a.v) {
+            std::fill(out, out + cout_ * p, T(0));
+          }
+        }
+        pooled_out(pool, i, r0 * cout_, nr * cout_, buf, rz);
+      }
+    });
+  }
+
+  /// jvp2_pooled on the direct kernel: jvp2_sample a chunk of replicas at a time, each chunk
+  /// then pooled into rrz.
+  void jvp2_pooled_direct(const Pass<T>& a, const Matrix<T>* rx, const Matrix<T>* rrx, bool cross,
+                          const Layer<T, B>& pool, Matrix<T>& rrz) {
+    const Index p = ho_ * wo_, rc = pooled_chunk(a.reps);
+    prepare_pooled(a, pool, rc, rrz);
+    pack_jvp2(a, rrx != nullptr, cross);
+    for_samples(a.n, [&](Index g, Index i) {
+      T* buf = pooled_[g].data();
+      for (Index r0 = 0; r0 < a.reps; r0 += rc) {
+        const Index nr = std::min(rc, a.reps - r0);
+        for (Index r = r0; r < r0 + nr; ++r) jvp2_sample(g, i, r, rx, rrx, cross, buf + (r - r0) * cout_ * p, p);
+        pooled_out(pool, i, r0 * cout_, nr * cout_, buf, rrz);
       }
     });
   }
@@ -635,6 +763,8 @@ class Conv2d final : public Layer<T, B> {
   ConvAlgorithm algo_ = ConvAlgorithm::Auto;
   Index ho_ = 0, wo_ = 0, ckk_ = 0;
   std::vector<Vector<T>> padded_;    // per group: one sample's zero-padded planes (direct kernel)
+  std::vector<Vector<T>> pooled_;    // per group: one sample's output planes of a chunk of a pooled JVP
+  std::vector<Vector<T>> xpad_;      // per group: one sample's zero-padded x in a pooled JVP
   Vector<T> wpack_, vpack_, vbias_;  // W, [V_0 ... V_R-1] and their biases packed for the direct kernel
   std::vector<Vector<T>> tpack_;     // per input-gradient term: flipped weights of the transposed conv
   Matrix<T> cols_, rcols_;        // im2col of the last input and of its tangents

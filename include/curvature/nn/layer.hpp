@@ -9,6 +9,7 @@
 //    is one product.
 // A tensor that carries R "replicas" (R tangent directions, or R factor columns per sample) holds
 // them as R consecutive column blocks, each shaped like the plain tensor.
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -123,6 +124,27 @@ class Layer {
   /// product). Sequential then keeps a block of directions whole rather than running it in
   /// replica groups, which would repeat that work once per group.
   virtual bool shares_across_directions() const { return false; }
+  /// For a max-pool: the window choice of each output pixel in the last forward pass, plane by
+  /// plane (plane i * C + c for sample i and channel c, Ho*Wo entries, each an index into the
+  /// input plane); null for other layers.
+  virtual const std::int32_t* max_pool_choices() const { return nullptr; }
+  /// True when jvp_pooled and jvp2_pooled work (Conv2d on its direct kernel). Sequential then
+  /// runs this layer's JVPs together with a max-pool that follows it.
+  virtual bool pools_jvp() const { return false; }
+  /// jvp of this layer, then jvp of the max-pool `pool` that takes its output (whose forward pass
+  /// has run): rz = the pool's output tangent, the same bits as the two calls, without the
+  /// full-size tangent of this layer's output (the next layers never read it: the pool's R-op
+  /// and this layer's ignore their output tangents). Only when pools_jvp().
+  virtual void jvp_pooled(const Pass<T>& /*a*/, const Matrix<T>& /*x*/, const Matrix<T>* /*rx*/,
+                          const Layer& /*pool*/, Matrix<T>& /*rz*/) {
+    throw UnsupportedError(name() + ": no pooled JVP");
+  }
+  /// jvp2 of this layer, then the pool's, in the same way; returns false (rrz untouched) when the
+  /// result is zero.
+  virtual bool jvp2_pooled(const Pass<T>& /*a*/, const Matrix<T>& /*x*/, const Matrix<T>* /*rx*/,
+                           const Matrix<T>* /*rrx*/, const Layer& /*pool*/, Matrix<T>& /*rrz*/) {
+    throw UnsupportedError(name() + ": no pooled second-order JVP");
+  }
   /// A new, unbound layer with this one's settings and buffers (BatchNorm's running statistics)
   /// but none of its per-call caches, or null when the layer cannot be copied. Sequential runs a
   /// large batch as shards, each through its own copies of the layers (see Sequential's "Batch

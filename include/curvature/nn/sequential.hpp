@@ -117,6 +117,15 @@ class Sequential {
     shards_.clear();
     return *layers_[l];
   }
+  /// A convolution followed by a max-pool computes its JVPs sample by sample into a scratch that
+  /// stays in cache and hands on only the pool's choices (Layer::jvp_pooled; on by default).
+  /// false runs the two layers one after the other, through the full-size tangent; the results
+  /// are the same bits either way (for measurements and tests).
+  void set_fused_pooling(bool on) {
+    fuse_pool_ = on;
+    shards_.clear();
+  }
+
   /// After forward/backward on x: the input layer l saw (x itself for l = 0). Not after a pass
   /// that ran as batch shards (pass Sharding::Off to keep a pass whole).
   const Matrix<T>& layer_input(Index l, const Matrix<T>& x) const {
@@ -563,6 +572,7 @@ class Sequential {
         sh->layers_.push_back(std::move(c));
       }
       sh->offsets_ = offsets_;
+      sh->fuse_pool_ = fuse_pool_;
       sh->shared_params_ = params_.data();
       sh->shard_d_ = num_params();
       shards_.push_back(std::move(sh));
@@ -696,10 +706,28 @@ class Sequential {
         layers_[l]->forward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l]);
         continue;
       }
+      if (pooled(l)) {  // the convolution's tangent straight into the max-pool's (see pooled)
+        layers_[l]->forward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l]);
+        layers_[l + 1]->forward(pass(l + 1, n, 1, nullptr, 0), acts_[l], acts_[l + 1]);
+        layers_[l]->jvp_pooled(pass(l, n, v.cols(), v.data(), v.rows()), input(l, x), in_active ? &racts_[l - 1] : nullptr,
+                               *layers_[l + 1], racts_[l + 1]);
+        racts_[l].resize(0, 0);
+        active_[l] = active_[l + 1] = true;
+        ++l;
+        continue;
+      }
       layers_[l]->forward_jvp(pass(l, n, v.cols(), v.data(), v.rows()), input(l, x), in_active ? &racts_[l - 1] : nullptr,
                               acts_[l], racts_[l]);
       active_[l] = true;
     }
+  }
+
+  /// Whether layer l's JVPs run together with the max-pool l + 1 that takes its output
+  /// (Layer::jvp_pooled: the same bits without the full-size tangent of layer l's output, whose
+  /// slot in racts_ is left empty; nothing reads it, as the pool's R-op and layer l's ignore their
+  /// output tangents). Off after set_fused_pooling(false).
+  bool pooled(Index l) const {
+    return fuse_pool_ && l + 1 < num_layers() && layers_[l + 1]->is_max_pool() && layers_[l]->pools_jvp();
   }
 
   /// The JVP along the `reps` directions at v (v_ld apart), layer by layer, after forward_layers.
@@ -710,6 +738,14 @@ class Sequential {
     for (Index l = 0; l < num_layers(); ++l) {
       const bool in_active = l > 0 && active_[l - 1];
       if (!in_active && layers_[l]->num_params() == 0) continue;
+      if (pooled(l)) {
+        layers_[l]->jvp_pooled(pass(l, n, reps, v, v_ld), input(l, x), in_active ? &racts_[l - 1] : nullptr,
+                               *layers_[l + 1], racts_[l + 1]);
+        racts_[l].resize(0, 0);
+        active_[l] = active_[l + 1] = true;
+        ++l;
+        continue;
+      }
       layers_[l]->jvp(pass(l, n, reps, v, v_ld), input(l, x), acts_[l], in_active ? &racts_[l - 1] : nullptr,
                       racts_[l]);
       active_[l] = true;
@@ -726,6 +762,11 @@ class Sequential {
       const Matrix<T>* rx = (l > 0 && active_[l - 1]) ? &racts_[l - 1] : nullptr;
       const Matrix<T>* rrx = (l > 0 && on[l - 1]) ? &rracts_[l - 1] : nullptr;
       if (!rx && !rrx && layers_[l]->num_params() == 0) continue;
+      if (pooled(l)) {
+        on[l + 1] = layers_[l]->jvp2_pooled(pass(l, n, reps, v, v_ld), input(l, x), rx, rrx, *layers_[l + 1], rracts_[l + 1]);
+        ++l;
+        continue;
+      }
       on[l] = layers_[l]->jvp2(pass(l, n, reps, v, v_ld), input(l, x), acts_[l], rx, rrx, rracts_[l]);
     }
     return on.back();
@@ -783,6 +824,7 @@ class Sequential {
   std::vector<Matrix<T>> dys_, rdys_;  // cotangent (and its R-derivative) of each layer's output
   Matrix<T> rf_, rrf_;                 // zero output tangents when no layer depends on V
   std::vector<bool> active_;
+  bool fuse_pool_ = true;  // see pooled()
   // Batch shards: each a Sequential of clones of the layers, reading this model's parameters.
   std::vector<std::unique_ptr<Sequential>> shards_;
   bool sharded_ = false;                    // the last pass ran as shards (no whole-batch state)
