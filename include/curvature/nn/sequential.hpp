@@ -33,6 +33,11 @@
 // Layer::shares_across_directions), Reduction::Sum, and passes with Sharding::Off; not side by
 // side: layers that couple samples or cannot be cloned. MNIST MLP, B = 128, a block of 20 HVPs:
 // 35.0 -> 33.2 ms on one thread, 22.5-25.6 -> 16.9-18.0 ms on two (benchmarks/README.md).
+//
+// Pooled JVPs. A layer whose pools_jvp() is true (Conv2d on its direct kernel) followed by a
+// max-pool runs its JVPs together with the pool's (Layer::jvp_pooled, jvp2_pooled): the same bits
+// without the full-size tangent of its output, which a block of directions otherwise writes to
+// memory and reads back (see pooled()).
 #include <algorithm>
 #include <atomic>
 #include <concepts>
