@@ -559,16 +559,21 @@ class Conv2d final : public Layer<T, B> {
         if (a.v) detail::direct_conv_sample<T>(direct_shape(a.reps * cout_), padded, vpack_.data(), vbias_.data(), false,
                                             ry.data() + i * p, ry.rows());
       }
-      for (Index r = 0; r < a.reps; ++r) {
-        T* out = ry.data() + r * cout_ * ry.rows() + i * p;
-        if (rx) {
-          const T* padded = (r == 0 || !rx_shared) ? pad_sample(g, *rx, rx_shared ? 0 : r, i) : padded_[g].data();
-          detail::direct_conv_sample<T>(direct_shape(), padded, wpack_.data(), nullptr, a.v != nullptr, out, ry.rows());
-        } else if (!a.v) {
-          for (Index o = 0; o < cout_; ++o) std::fill(out + o * ry.rows(), out + o * ry.rows() + p, T(0));
-        }
-      }
+      for (Index r = 0; r < a.reps; ++r)
+        jvp_rx_sample(a, g, i, r, rx, rx_shared, ry.data() + r * cout_ * ry.rows() + i * p, ry.rows());
     });
+  }
+
+  /// Replica r's term conv(rx_r; W) for sample i, added to the V_r term at out (plane stride ld)
+  /// when the pass has directions; zeros when it has neither. A shared rx is padded once (r = 0).
+  void jvp_rx_sample(const Pass<T>& a, Index g, Index i, Index r, const Matrix<T>* rx, bool rx_shared, T* out,
+                     Index ld) {
+    if (rx) {
+      const T* padded = (r == 0 || !rx_shared) ? pad_sample(g, *rx, rx_shared ? 0 : r, i) : padded_[g].data();
+      detail::direct_conv_sample<T>(direct_shape(), padded, wpack_.data(), nullptr, a.v != nullptr, out, ld);
+    } else if (!a.v) {
+      for (Index o = 0; o < cout_; ++o) std::fill(out + o * ld, out + o * ld + ho_ * wo_, T(0));
+    }
   }
 
   /// The direct kernel's weights for jvp2: W (with rrx) and each 2 V_r (cross terms; the factor 2
@@ -623,7 +628,10 @@ class Conv2d final : public Layer<T, B> {
     const Shape ps = pool.output_spec().shape;
     rz.resize(a.n * ps.h * ps.w, a.reps * cout_);
     const Index groups = chunk_groups(a.n);
-    if (static_cast<Index>(pooled_.size()) < groups) pooled_.resize(groups), xpad_.resize(groups);
+    if (static_cast<Index>(pooled_.size()) < groups) {
+      pooled_.resize(groups);
+      xpad_.resize(groups);
+    }
     for (Index g = 0; g < groups; ++g) pack(pooled_[g], rc * cout_ * ho_ * wo_);
   }
   /// Sample i's rows of columns [j0, j0 + cols) of the pooled tangent rz: each output pixel takes
@@ -661,15 +669,7 @@ class Conv2d final : public Layer<T, B> {
         if (a.v)
           detail::direct_conv_sample<T>(direct_shape(nr * cout_), px, vpack_.data() + r0 * cout_ * ckk_,
                                         vbias_.data() + r0 * cout_, false, buf, p);
-        for (Index r = r0; r < r0 + nr; ++r) {
-          T* out = buf + (r - r0) * cout_ * p;
-          if (rx) {
-            const T* padded = (r == 0 || !rx_shared) ? pad_sample(g, *rx, rx_shared ? 0 : r, i) : padded_[g].data();
-            detail::direct_conv_sample<T>(direct_shape(), padded, wpack_.data(), nullptr, a.v != nullptr, out, p);
-          } else if (!a.v) {
-            std::fill(out, out + cout_ * p, T(0));
-          }
-        }
+        for (Index r = r0; r < r0 + nr; ++r) jvp_rx_sample(a, g, i, r, rx, rx_shared, buf + (r - r0) * cout_ * p, p);
         pooled_out(pool, i, r0 * cout_, nr * cout_, buf, rz);
       }
     });
