@@ -719,3 +719,33 @@ TEST_CASE("A convolution's JVPs pooled sample by sample equal the layer-by-layer
     CHECK(rel_err(r.hvp, fused.hvp) < 1e-13);
   }
 }
+
+TEST_CASE("A pooled JVP refuses a max-pool whose choices are from another batch", "[nn][conv][pool][errors]") {
+  Rng rng(41);
+  nn::Conv2d<D, S> conv(8, 3, 1, 1);
+  nn::MaxPool2d<D, S> pool(2);
+  const nn::TensorSpec out = conv.bind(nn::TensorSpec{nn::Shape{2, 12, 12}, nn::Layout::Channels});
+  pool.bind(out);
+  REQUIRE(conv.pools_jvp());
+  Vector<D> theta = random_matrix(conv.num_params(), 1, rng).col(0), dir = theta.reverse();
+  const auto pass = [&](Index n) { return nn::Pass<D>{theta.data(), dir.data(), conv.num_params(), n, 1, false}; };
+  const auto input = [&](Index n) { return random_matrix(n * 12 * 12, 2, rng); };
+  Matrix<D> y, z, rz;
+  // The pool's forward pass saw 2 samples; a pooled JVP over 3 would read past its choices.
+  const Matrix<D> x2 = input(2), x3 = input(3);
+  conv.forward(pass(2), x2, y);
+  pool.forward(pass(2), y, z);
+  REQUIRE_THROWS_WITH(conv.jvp_pooled(pass(3), x3, nullptr, pool, rz),
+                      Catch::Contains("conv(8,k=3,s=1,p=1)") && Catch::Contains("3 samples") &&
+                          Catch::Contains("found 576"));
+  // Over the same batch it equals the two calls one after the other.
+  Matrix<D> ry, rz2;
+  conv.jvp_pooled(pass(2), x2, nullptr, pool, rz);
+  conv.jvp(pass(2), x2, y, nullptr, ry);
+  pool.jvp(nn::Pass<D>{nullptr, nullptr, 0, 2, 1, false}, y, z, &ry, rz2);
+  CHECK(rz == rz2);
+  // A layer that is not a max-pool is refused by name.
+  nn::ReLU<D, S> relu;
+  relu.bind(out);
+  REQUIRE_THROWS_WITH(conv.jvp_pooled(pass(2), x2, nullptr, relu, rz), Catch::Contains("max-pool"));
+}

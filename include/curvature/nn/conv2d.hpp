@@ -200,12 +200,13 @@ class Conv2d final : public Layer<T, B> {
   Index patch_size() const { return ckk_; }
   /// Output positions Ho*Wo per sample.
   Index positions() const { return ho_ * wo_; }
-  /// The im2col patches [N*Ho*Wo, C*k*k] of the input x (Channels layout) of N samples; reuses the
-  /// forward pass's copy when x is the input it saw (K-FAC's input factor needs them).
-  const Matrix<T>& patches(const Matrix<T>& x, Index n) {
+  /// The im2col patches [N*Ho*Wo, C*k*k] of the input x (Channels layout) of N samples, into out
+  /// (K-FAC's input factor needs them). Const: it reads no cache and changes none, so a caller
+  /// needs no writable layer (Sequential::mutable_layer drops the batch shards' copies).
+  void patches(const Matrix<T>& x, Index n, Matrix<T>& out) const {
     CURVATURE_CHECK_SHAPE(x.rows() == n * this->in_.shape.h * this->in_.shape.w && x.cols() == this->in_.shape.c,
                           name(), "::patches: input is ", x.rows(), "x", x.cols(), " for ", n, " samples");
-    return cached_cols(x, n);
+    im2col(x, n, out);
   }
 
  private:
@@ -526,14 +527,15 @@ class Conv2d final : public Layer<T, B> {
     });
   }
 
-  /// Group g's zero-padded copy of sample i of replica r of the Channels-layout tensor t, whose
+  /// A zero-padded copy in buf of sample i of replica r of the Channels-layout tensor t, whose
   /// planes are s.h x s.w (padded by s.pad) with s.cin columns per replica.
-  const T* pad_planes(Index g, const detail::DirectConvShape& s, const Matrix<T>& t, Index r, Index i) {
-    T* buf = pack(padded_[g], s.template pad_size<T>());
-    detail::direct_pad(s, t.data() + r * s.cin * t.rows() + i * s.h * s.w, t.rows(), buf);
-    return buf;
+  static const T* pad_planes(Vector<T>& buf, const detail::DirectConvShape& s, const Matrix<T>& t, Index r, Index i) {
+    T* out = pack(buf, s.template pad_size<T>());
+    detail::direct_pad(s, t.data() + r * s.cin * t.rows() + i * s.h * s.w, t.rows(), out);
+    return out;
   }
-  const T* pad_sample(Index g, const Matrix<T>& x, Index r, Index i) { return pad_planes(g, direct_shape(), x, r, i); }
+  /// Sample i of replica r of x (the forward convolution's input geometry) padded into group g's buffer.
+  const T* pad_sample(Index g, const Matrix<T>& x, Index r, Index i) { return pad_planes(padded_[g], direct_shape(), x, r, i); }
 
   /// The direct kernel's weights for a JVP: W, and [V_0 ... V_R-1] (v_all_) with their biases.
   void pack_jvp(const Pass<T>& a) {
@@ -622,10 +624,13 @@ class Conv2d final : public Layer<T, B> {
   }
   /// The checks, the output's size and the per-group buffers of a pooled pass of `rc` replicas a chunk.
   void prepare_pooled(const Pass<T>& a, const Layer<T, B>& pool, Index rc, Matrix<T>& rz) {
-    CURVATURE_CHECK_VALUE(uses_direct() && pool.max_pool_choices() && pool.input_spec().shape == this->out_.shape,
-                          name(), ": a pooled JVP needs the direct kernel and the forward pass of the max-pool that "
-                          "takes this layer's output");
+    CURVATURE_CHECK_VALUE(uses_direct() && pool.is_max_pool() && pool.input_spec().shape == this->out_.shape,
+                          name(), ": a pooled JVP needs the direct kernel and a max-pool that takes this layer's output");
     const Shape ps = pool.output_spec().shape;
+    const std::size_t want = static_cast<std::size_t>(a.n * cout_ * ps.h * ps.w);
+    CURVATURE_CHECK_VALUE(pool.max_pool_choices().size() == want, name(), ": a pooled JVP over ", a.n,
+                          " samples needs the window choices of the max-pool's forward pass over the same batch (",
+                          want, " entries), found ", pool.max_pool_choices().size());
     rz.resize(a.n * ps.h * ps.w, a.reps * cout_);
     const Index groups = chunk_groups(a.n);
     if (static_cast<Index>(pooled_.size()) < groups) {
@@ -638,7 +643,7 @@ class Conv2d final : public Layer<T, B> {
   /// the value that the pool's forward pass chose in its window, from the planes at buf (ho*wo
   /// apart, column j0 + j's first), as MaxPool2d::jvp does.
   void pooled_out(const Layer<T, B>& pool, Index i, Index j0, Index cols, const T* buf, Matrix<T>& rz) const {
-    const std::int32_t* arg = pool.max_pool_choices();
+    const std::int32_t* arg = pool.max_pool_choices().data();
     const Shape ps = pool.output_spec().shape;
     const Index q = ps.h * ps.w, p = ho_ * wo_;
     for (Index j = 0; j < cols; ++j) {
@@ -659,11 +664,8 @@ class Conv2d final : public Layer<T, B> {
     const bool rx_shared = rx && rx->cols() == c;
     for_samples(a.n, [&](Index g, Index i) {
       T* buf = pooled_[g].data();
-      const T* px = nullptr;  // x padded, in its own buffer: rx_r is padded into padded_[g] between chunks
-      if (a.v) {
-        px = pack(xpad_[g], direct_shape().template pad_size<T>());
-        detail::direct_pad(direct_shape(), x.data() + i * this->in_.shape.h * this->in_.shape.w, x.rows(), xpad_[g].data());
-      }
+      // x padded, in its own buffer: rx_r is padded into padded_[g] between chunks
+      const T* px = a.v ? pad_planes(xpad_[g], direct_shape(), x, 0, i) : nullptr;
       for (Index r0 = 0; r0 < a.reps; r0 += rc) {
         const Index nr = std::min(rc, a.reps - r0);
         if (a.v)
@@ -704,7 +706,7 @@ class Conv2d final : public Layer<T, B> {
     for_samples(n, [&](Index g, Index i) {
       Index j = 0;
       for (const InputTerm& term : terms) {
-        const T* padded = pad_planes(g, sd, *term.dy, term.dy->cols() == cout_ ? 0 : r, i);
+        const T* padded = pad_planes(padded_[g], sd, *term.dy, term.dy->cols() == cout_ ? 0 : r, i);
         detail::direct_conv_sample<T>(sd, padded, tpack_[j].data(), nullptr, j > 0, out + i * hw, dx.rows());
         ++j;
       }

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "curvature/backend/backend.hpp"
@@ -126,8 +127,8 @@ class Layer {
   virtual bool shares_across_directions() const { return false; }
   /// For a max-pool: the window choice of each output pixel in the last forward pass, plane by
   /// plane (plane i * C + c for sample i and channel c, Ho*Wo entries, each an index into the
-  /// input plane); null for other layers.
-  virtual const std::int32_t* max_pool_choices() const { return nullptr; }
+  /// input plane), N*C*Ho*Wo entries for that pass's N samples; empty for other layers.
+  virtual std::span<const std::int32_t> max_pool_choices() const { return {}; }
   /// True when jvp_pooled and jvp2_pooled work (Conv2d on its direct kernel). Sequential then
   /// runs this layer's JVPs together with a max-pool that follows it.
   virtual bool pools_jvp() const { return false; }

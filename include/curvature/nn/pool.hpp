@@ -94,7 +94,7 @@ class MaxPool2d final : public detail::PoolBase<T, B> {
   explicit MaxPool2d(Index kernel, Index stride = 0) : detail::PoolBase<T, B>("maxpool", kernel, stride) {}
   std::unique_ptr<Layer<T, B>> clone() const override { return std::make_unique<MaxPool2d>(this->k_, this->s_); }
   bool is_max_pool() const override { return true; }
-  const std::int32_t* max_pool_choices() const override { return arg_.data(); }
+  std::span<const std::int32_t> max_pool_choices() const override { return arg_; }
 
   void forward(const Pass<T>& a, const Matrix<T>& x, Matrix<T>& y) override {
     const Shape s = this->in_.shape;

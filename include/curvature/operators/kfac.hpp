@@ -183,8 +183,9 @@ class KfacOperator {
     const T g_scale = inv_n / (draws * static_cast<T>(blk.positions));
     const Matrix<T>& cot = m.output_cotangent(blk.layer);
     blk.G = Matrix<T>::Zero(blk.out, blk.out);
-    if (auto* conv = dynamic_cast<nn::Conv2d<T, B>*>(&m.mutable_layer(blk.layer))) {
-      const Matrix<T>& patches = conv->patches(m.layer_input(blk.layer, x), n_);  // [N*T, C*k*k]
+    if (auto* conv = dynamic_cast<const nn::Conv2d<T, B>*>(&m.layer(blk.layer))) {
+      Matrix<T> patches;  // [N*T, C*k*k]
+      conv->patches(m.layer_input(blk.layer, x), n_, patches);
       blk.A = detail::input_factor(patches.transpose(), inv_n);
       for (Index r = 0; r < cot.cols() / blk.out; ++r)  // replica r: [N*T, Cout]
         detail::accumulate_output_factor(blk.G, cot.middleCols(r * blk.out, blk.out).transpose(), g_scale);
