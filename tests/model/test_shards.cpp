@@ -4,7 +4,9 @@
 // that must not shard (coupled samples, a layer without clone) or must see fresh layer state.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <limits>
+#include <mutex>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -310,6 +312,31 @@ TEST_CASE("Column hooks write directions and read results group by group", "[mod
       hop.quadratic_forms(v, q, ColumnHooks{hooks.before, {}});
       CHECK(q == q_ref);
       CHECK(before == expected);
+      // concurrent_before: with workers, each group's before() runs on the worker that takes it,
+      // just before the group (so every group's, in some order); alone, as without it.
+      std::vector<std::pair<Index, Index>> per_group;
+      for (Index j = 0; j < 5; ++j) per_group.emplace_back(j, j + 1);
+      std::mutex lock;
+      const ColumnHooks concurrent{[&](Index j0, Index j1) {
+                                     v.middleCols(j0, j1 - j0) = v_ref.middleCols(j0, j1 - j0);
+                                     const std::lock_guard<std::mutex> hold(lock);
+                                     before.emplace_back(j0, j1);
+                                   },
+                                   hooks.after, true};
+      v.setConstant(std::numeric_limits<D>::quiet_NaN());
+      before.clear();
+      after.clear();
+      hop.apply(v, out, concurrent);
+      CHECK(out == hv_ref);
+      std::sort(before.begin(), before.end());
+      CHECK(before == per_group);
+      CHECK(after == expected);
+      v.setConstant(std::numeric_limits<D>::quiet_NaN());
+      before.clear();
+      hop.quadratic_forms(v, q, concurrent.before_only());
+      CHECK(q == q_ref);
+      std::sort(before.begin(), before.end());
+      CHECK(before == per_group);
       // Hutchinson writes its probes and adds up the diagonal's products through the hooks: the
       // same bits as through an operator without them (all probes first, all products after).
       struct Plain {

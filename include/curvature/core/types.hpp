@@ -44,10 +44,17 @@ enum class Reduction {
 /// [j0, j1) of the block are read, so that they can be written just in time while they stay in
 /// cache; `after(j0, j1)` once the results of those columns are final. Each callback covers every
 /// column once, in increasing order, on the calling thread; a pass that does not take groups calls
-/// before(0, m) first and after(0, m) last. Either may be empty. Hutchinson's estimators write
-/// their probes in `before` and, for the diagonal, accumulate v (.) A v in `after`.
+/// before(0, m) first and after(0, m) last. Either may be empty. With `concurrent_before`, a pass
+/// that runs its groups side by side on worker threads calls before(j0, j1) for each group from the
+/// worker that takes it, just before it reads those columns (concurrently for disjoint ranges, in
+/// no fixed order); without it, such a pass calls before(0, m) first. Hutchinson's estimators
+/// write their probes in `before` (concurrent: each call only writes its own columns) and, for the
+/// diagonal, accumulate v (.) A v in `after`.
 struct ColumnHooks {
   std::function<void(Index, Index)> before, after;
+  bool concurrent_before = false;
+  /// These hooks without `after`.
+  ColumnHooks before_only() const { return {before, {}, concurrent_before}; }
   void call_before(Index j0, Index j1) const {
     if (before) before(j0, j1);
   }

@@ -106,7 +106,8 @@ void apply_add_products(A& op, const Matrix<typename A::Scalar>& v, Matrix<typen
                                                       ": apply returned a ", av.rows(), "x", av.cols(),
                                                       " block for a ", v.rows(), "x", v.cols(), " input");
                                 check_finite_result(acc.add_products(v, av, j0, j1), j1 - j0, fn);
-                              }};
+                              },
+                              true};
       op.apply(v, av, hooks);
       return;
     }

@@ -141,7 +141,7 @@ Vector<scalar_of<M>> hessian_quadratic_forms(M& m, const L& loss, const Matrix<s
     }
   }
   if constexpr (HvpModel<M>) {  // the columns of V written in before(), group by group where it can
-    Vector<T> q = hvp(m, loss, x, y, v, ColumnHooks{hooks.before, {}}).cwiseProduct(v).colwise().sum().transpose();
+    Vector<T> q = hvp(m, loss, x, y, v, hooks.before_only()).cwiseProduct(v).colwise().sum().transpose();
     hooks.call_after(0, reps);
     return q;
   } else {

@@ -269,7 +269,7 @@ class Sequential {
     const Index m = v.cols();
     const Index g = group_for(x.cols(), mode, m, sharding);
     const int w = g < m ? group_workers(m, g) : 1;
-    if (g == m || w > 1) hooks.call_before(0, m);
+    if (g == m || (w > 1 && !hooks.concurrent_before)) hooks.call_before(0, m);
     hvp_pass(x, v, rop, mode, out, scale, sharding, hooks, g, w);
     if (g == m || w > 1) hooks.call_after(0, m);
   }
@@ -319,8 +319,8 @@ class Sequential {
     rfcat_.resize(k_out, m * n);
     rrfcat_.resize(k_out, m * n);
     const int w = group_workers(m, g);
-    if (w > 1) hooks.call_before(0, m);
-    for_groups(x, m, g, w, ColumnHooks{hooks.before, {}}, [&](Sequential& sq, Index r0, Index s, bool) {
+    if (w > 1 && !hooks.concurrent_before) hooks.call_before(0, m);
+    for_groups(x, m, g, w, hooks.before_only(), [&](Sequential& sq, Index r0, Index s, bool) {
       const T* vg = v.data() + r0 * v.rows();
       sq.jvp_layers(x, vg, v.rows(), s);
       const bool on = sq.jvp2_layers(x, vg, v.rows(), s);
@@ -490,7 +490,8 @@ class Sequential {
   /// groups of g, sq being the model that ran the forward pass over x for it and `first` whether
   /// the group is sq's first: with w == 1 on the model itself, one group after another, each
   /// between hooks.before(r0, r0 + s) and hooks.after(r0, r0 + s); with w > 1 on w clones side by
-  /// side (run_workers; worker k takes groups k, k + w, ...), without hooks (the caller's run
+  /// side (run_workers; worker k takes groups k, k + w, ...), each group after hooks.before(r0,
+  /// r0 + s) from its worker when hooks.concurrent_before, else without hooks (the caller's run
   /// around the whole pass).
   template <class Body>
   void for_groups(const Matrix<T>& x, Index m, Index g, int w, const ColumnHooks& hooks, Body&& body) {
@@ -498,7 +499,7 @@ class Sequential {
       sq.forward_layers(x);
       for (Index r0 = k * g; r0 < m; r0 += w * g) {
         const Index s = std::min(g, m - r0);
-        if (w == 1) hooks.call_before(r0, r0 + s);
+        if (w == 1 || hooks.concurrent_before) hooks.call_before(r0, r0 + s);
         body(sq, r0, s, r0 == k * g);
         if (w == 1) hooks.call_after(r0, r0 + s);
       }

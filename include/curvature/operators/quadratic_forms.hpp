@@ -22,7 +22,7 @@ void block_quadratic_forms(A& op, const Matrix<typename A::Scalar>& v, Vector<ty
                            const std::function<void(Index, Index)>* fill = nullptr) {
   if constexpr (ColumnHookQuadraticForms<A>) {
     if (fill) {  // the columns of V written group by group, just before the operator reads them
-      op.quadratic_forms(v, q, ColumnHooks{*fill, {}});
+      op.quadratic_forms(v, q, ColumnHooks{*fill, {}, true});
       CURVATURE_CHECK_SHAPE(q.size() == v.cols(), fn, ": quadratic_forms returned ", q.size(), " values for ",
                             v.cols(), " vectors");
       return;
