@@ -653,23 +653,26 @@ TEST_CASE("Conv2d refuses the direct kernel where it does not apply", "[nn][conv
 }
 
 namespace {
-/// Convolutions followed by max-pools (fused JVPs, Layer::jvp_pooled): with 20 directions in
-/// double, the first convolution's planes (8 x 24 x 24) make chunks of 6 replicas (6, 6, 6, 2) and
-/// the second's (16 x 12 x 12) chunks of 13; the third has 6 channels (off the blocks of 8: one
-/// chunk) and an overlapping 3x3 / stride-2 pool, and the first pool has no ReLU after it.
+/// Convolutions followed by max-pools (fused JVPs and R-ops, Layer::jvp_pooled and
+/// backward_r_pooled): with 20 directions in double, the first convolution's planes (8 x 24 x 24)
+/// make chunks of 6 replicas (6, 6, 6, 2) and the second's (16 x 12 x 12) chunks of 13; the third
+/// (direct kernel forced on its 6 x 6 planes) has 6 channels (off the blocks of 8: one chunk) and
+/// an overlapping 3x3 / stride-2 pool, whose R-op adds where windows share their maximum; the first
+/// pool has no ReLU after it, and the first convolution's R-op has no input gradient.
 template <class B>
 nn::Sequential<D, B> pooled_cnn(B b = B{}) {
   nn::Sequential<D, B> m(nn::Shape{3, 24, 24}, b);
   m.add(nn::Conv2d<D, B>(8, 3, 1, 1)).add(nn::MaxPool2d<D, B>(2));
   m.add(nn::Conv2d<D, B>(16, 3, 1, 1)).add(nn::ReLU<D, B>()).add(nn::MaxPool2d<D, B>(2));
-  m.add(nn::Conv2d<D, B>(6, 3, 1, 1)).add(nn::ReLU<D, B>()).add(nn::MaxPool2d<D, B>(3, 2));
+  m.add(nn::Conv2d<D, B>(6, 3, 1, 1).algorithm(nn::ConvAlgorithm::Direct)).add(nn::ReLU<D, B>());
+  m.add(nn::MaxPool2d<D, B>(3, 2));
   m.add(nn::Flatten<D, B>()).add(nn::Linear<D, B>(4));
   m.init(5);
   return m;
 }
 }  // namespace
 
-TEST_CASE("A convolution's JVPs pooled sample by sample equal the layer-by-layer pass bit for bit",
+TEST_CASE("A convolution's JVPs and R-op pooled sample by sample equal the layer-by-layer pass bit for bit",
           "[nn][conv][pool][model]") {
   Rng rng(37);
   const Index n = 3;

@@ -192,6 +192,32 @@ class Conv2d final : public Layer<T, B> {
     return true;
   }
 
+  /// On the direct kernel with a summed sink (Sum, PerReplica), the R-op can run with a max-pool
+  /// that follows (Sequential does so).
+  bool pools_rop(Reduction mode) const override {
+    return uses_direct() && detail::direct_wgrad_supports(k_) && summed_mode(mode);
+  }
+  /// The max-pool's backward_r, then this layer's: the R-derivative of the pool's output cotangent
+  /// is scattered through its window choices sample by sample (a chunk of samples for the weight
+  /// gradient, one sample's padded planes for the input gradient), where it is read, rather than
+  /// into a full-size tensor that goes to memory and back (TinyCNN, 20 directions: 160 MB for the
+  /// first convolution). The same bits as the two calls.
+  void backward_r_pooled(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, const Matrix<T>& dy,
+                         const Matrix<T>& rdz, const Layer<T, B>& pool, Matrix<T>* rdx, const Sink<T>* sink) override {
+    const PooledCotangent pc = pooled_cotangent(a, pool, rdz);
+    CURVATURE_CHECK_VALUE(!sink || pools_rop(sink->mode), name(), ": a pooled R-op needs a summed sink");
+    if (rdx) {  // R(dx)_r = convT(R(dy)_r; W) + convT(dy; V_r)
+      rdx->resize(x.rows(), a.reps * this->in_.shape.c);
+      for (Index r = 0; r < a.reps; ++r) {
+        if (a.v) input_grad(*rdx, r, a.n, {{nullptr, a.p, &pc}, {&dy, a.vr(r)}});
+        else input_grad(*rdx, r, a.n, {{nullptr, a.p, &pc}});
+      }
+    }
+    if (!sink) return;
+    if (rx) param_grad_sum(*sink, a.n, a.reps, {{nullptr, &x, true, &pc}, {&dy, rx, false}});
+    else param_grad_sum(*sink, a.n, a.reps, {{nullptr, &x, true, &pc}});
+  }
+
   Index out_channels() const { return cout_; }
   Index kernel() const { return k_; }
   Index stride() const { return s_; }
@@ -212,10 +238,22 @@ class Conv2d final : public Layer<T, B> {
  private:
   using Serial = curvature::backend::Serial;
 
-  /// One cotangent of an input gradient: replica r of dy, convolved transposed with weights w.
+  /// The R-derivative of a max-pool's output cotangent (a.reps replicas of Cout columns, the pool's
+  /// output size) with the pool's window choices (q per plane): the cotangent of this layer's
+  /// output is its scatter through the choices, built sample by sample where it is read
+  /// (backward_r_pooled).
+  struct PooledCotangent {
+    const Matrix<T>* rdz;
+    const std::int32_t* choices;
+    Index q;
+  };
+
+  /// One cotangent of an input gradient: replica r of dy (or of the scatter of `pooled`),
+  /// convolved transposed with weights w.
   struct InputTerm {
     const Matrix<T>* dy;
     const T* w;
+    const PooledCotangent* pooled = nullptr;
   };
 
   ConstMatrixMap<T> weight_t(const T* p) const { return ConstMatrixMap<T>(p, ckk_, cout_); }
@@ -323,6 +361,7 @@ class Conv2d final : public Layer<T, B> {
     const Matrix<T>* a;
     const Matrix<T>* x;
     bool bias = true;  ///< false for the R-op term dy * cols(R x), which has no bias part
+    const PooledCotangent* pooled = nullptr;  ///< a is the scatter of this (reps replicas), a null
   };
 
   static bool summed_mode(Reduction m) { return m == Reduction::Sum || m == Reduction::PerReplica; }
@@ -376,6 +415,7 @@ class Conv2d final : public Layer<T, B> {
     const Index stride = sx.template shifted_size<T>();
     const Index sub = std::clamp<Index>((Index{256} << 10) / static_cast<Index>(sizeof(T) * stride), 1, n);
     if (static_cast<Index>(padded_.size()) < groups) padded_.resize(groups);
+    if (static_cast<Index>(scattered_.size()) < groups) scattered_.resize(groups);
     this->bk_.parallel_for(groups, [&](Index g0, Index g1) {
       for (Index g = g0; g < g1; ++g) {
         const Index end = n * (g + 1) / groups;
@@ -384,21 +424,26 @@ class Conv2d final : public Layer<T, B> {
           T* buf = pack(padded_[g], m * stride);
           for (const WeightTerm& t : terms) {
             const bool shared = t.x->cols() == c;
-            const bool all = shared && t.a->cols() == reps * cout_;  // every replica at once
+            // every replica at once; a pooled cotangent is scattered one replica at a time
+            const bool all = shared && !t.pooled && t.a->cols() == reps * cout_;
             for (Index r = 0; r < reps; ++r) {
               if (r == 0 || !shared)
                 for (Index i = 0; i < m; ++i)
                   detail::direct_shift(sx, t.x->data() + (shared ? 0 : r) * c * t.x->rows() + (i0 + i) * hw,
                                        t.x->rows(), buf + i * stride);
-              const Index first = all || t.a->cols() == cout_ ? 0 : r * cout_;
               const Index channels = all ? reps * cout_ : cout_;
-              detail::direct_wgrad<T>(sx, m, buf, t.a->data() + first * t.a->rows() + i0 * p, t.a->rows(), channels,
-                                      part_[g].data() + r * cout_ * ckk_, ckk_);
-              if (t.bias) {
-                auto a = t.a->middleCols(first, channels).middleRows(i0 * p, m * p);
-                for (Index q = 0; q < channels / cout_; ++q)
-                  part_b_[g].col(r + q) += a.middleCols(q * cout_, cout_).colwise().sum().transpose();
+              const T* a = nullptr;
+              Index lda = m * p;
+              if (t.pooled) {
+                a = scatter_chunk(g, *t.pooled, r, i0, m);
+              } else {
+                lda = t.a->rows();
+                a = t.a->data() + (all || t.a->cols() == cout_ ? 0 : r * cout_) * lda + i0 * p;
               }
+              detail::direct_wgrad<T>(sx, m, buf, a, lda, channels, part_[g].data() + r * cout_ * ckk_, ckk_);
+              if (t.bias)  // channel j of replica r + j / Cout (the same sums however a is laid out)
+                for (Index j = 0; j < channels; ++j)
+                  part_b_[g](j % cout_, r + j / cout_) += detail::fixed_order_sum(a + j * lda, m * p);
               if (all) break;
             }
           }
@@ -622,15 +667,21 @@ class Conv2d final : public Layer<T, B> {
     const Index per = cout_ * ho_ * wo_ * static_cast<Index>(sizeof(T));
     return std::clamp<Index>((Index{256} << 10) / per, 1, reps);
   }
-  /// The checks, the output's size and the per-group buffers of a pooled pass of `rc` replicas a chunk.
-  void prepare_pooled(const Pass<T>& a, const Layer<T, B>& pool, Index rc, Matrix<T>& rz) {
+  /// A pooled pass (`what`) needs the direct kernel and a max-pool that takes this layer's output,
+  /// whose forward pass ran on the same batch (its window choices: one per output pixel).
+  void check_pool(const Pass<T>& a, const Layer<T, B>& pool, const char* what) const {
     CURVATURE_CHECK_VALUE(uses_direct() && pool.is_max_pool() && pool.input_spec().shape == this->out_.shape,
-                          name(), ": a pooled JVP needs the direct kernel and a max-pool that takes this layer's output");
+                          name(), ": a ", what, " needs the direct kernel and a max-pool that takes this layer's output");
     const Shape ps = pool.output_spec().shape;
     const std::size_t want = static_cast<std::size_t>(a.n * cout_ * ps.h * ps.w);
-    CURVATURE_CHECK_VALUE(pool.max_pool_choices().size() == want, name(), ": a pooled JVP over ", a.n,
+    CURVATURE_CHECK_VALUE(pool.max_pool_choices().size() == want, name(), ": a ", what, " over ", a.n,
                           " samples needs the window choices of the max-pool's forward pass over the same batch (",
                           want, " entries), found ", pool.max_pool_choices().size());
+  }
+  /// The checks, the output's size and the per-group buffers of a pooled pass of `rc` replicas a chunk.
+  void prepare_pooled(const Pass<T>& a, const Layer<T, B>& pool, Index rc, Matrix<T>& rz) {
+    check_pool(a, pool, "pooled JVP");
+    const Shape ps = pool.output_spec().shape;
     rz.resize(a.n * ps.h * ps.w, a.reps * cout_);
     const Index groups = chunk_groups(a.n);
     if (static_cast<Index>(pooled_.size()) < groups) {
@@ -652,6 +703,52 @@ class Conv2d final : public Layer<T, B> {
       T* dst = rz.data() + (j0 + j) * rz.rows() + i * q;
       for (Index o = 0; o < q; ++o) dst[o] = src[ar[o]];
     }
+  }
+
+  /// The pooled cotangent of backward_r_pooled, after the checks of prepare_pooled's kind.
+  PooledCotangent pooled_cotangent(const Pass<T>& a, const Layer<T, B>& pool, const Matrix<T>& rdz) const {
+    check_pool(a, pool, "pooled R-op");
+    const Shape ps = pool.output_spec().shape;
+    CURVATURE_CHECK_SHAPE(rdz.rows() == a.n * ps.h * ps.w && rdz.cols() == a.reps * cout_, name(),
+                          ": the pooled R-op's cotangent is ", rdz.rows(), "x", rdz.cols(), ", expected ",
+                          a.n * ps.h * ps.w, "x", a.reps * cout_);
+    return {&rdz, pool.max_pool_choices().data(), ps.h * ps.w};
+  }
+
+  /// Sample i of replica r of the scatter of pc (this layer's output cotangent), zero-padded for
+  /// the transposed convolution of geometry s into buf: the values that scattering it into planes
+  /// (MaxPool2d's backward: zeroed planes, out[choice] += in in pixel order) and padding those give.
+  const T* scatter_padded(Vector<T>& buf, const detail::DirectConvShape& s, const PooledCotangent& pc, Index r,
+                          Index i) const {
+    T* out = pack(buf, s.template pad_size<T>());
+    std::fill(out, out + s.template pad_size<T>(), T(0));
+    const Index wp = s.wp();
+    for (Index o = 0; o < cout_; ++o) {
+      const std::int32_t* arg = pc.choices + (i * cout_ + o) * pc.q;
+      const T* in = pc.rdz->data() + (r * cout_ + o) * pc.rdz->rows() + i * pc.q;
+      T* plane = out + o * s.hp() * wp + s.pad * wp + s.pad;
+      for (Index k = 0; k < pc.q; ++k) plane[(arg[k] / wo_) * wp + arg[k] % wo_] += in[k];
+    }
+    return out;
+  }
+
+  /// Samples [i0, i0 + m) of replica r of the scatter of pc into group g's scratch: Cout columns of
+  /// m*Ho*Wo values (the layout of the full-size cotangent, m samples long).
+  const T* scatter_chunk(Index g, const PooledCotangent& pc, Index r, Index i0, Index m) {
+    const Index p = ho_ * wo_, ld = m * p;
+    T* out = pack(scattered_[g], cout_ * ld);
+    for (Index o = 0; o < cout_; ++o) {
+      T* col = out + o * ld;
+      std::fill(col, col + ld, T(0));
+      const T* src = pc.rdz->data() + (r * cout_ + o) * pc.rdz->rows();
+      for (Index i = i0; i < i0 + m; ++i) {
+        const std::int32_t* arg = pc.choices + (i * cout_ + o) * pc.q;
+        const T* in = src + i * pc.q;
+        T* plane = col + (i - i0) * p;
+        for (Index k = 0; k < pc.q; ++k) plane[arg[k]] += in[k];
+      }
+    }
+    return out;
   }
 
   /// jvp_pooled on the direct kernel: forward_jvp_direct's products (without y), a chunk of
@@ -706,7 +803,8 @@ class Conv2d final : public Layer<T, B> {
     for_samples(n, [&](Index g, Index i) {
       Index j = 0;
       for (const InputTerm& term : terms) {
-        const T* padded = pad_planes(padded_[g], sd, *term.dy, term.dy->cols() == cout_ ? 0 : r, i);
+        const T* padded = term.pooled ? scatter_padded(padded_[g], sd, *term.pooled, r, i)
+                                      : pad_planes(padded_[g], sd, *term.dy, term.dy->cols() == cout_ ? 0 : r, i);
         detail::direct_conv_sample<T>(sd, padded, tpack_[j].data(), nullptr, j > 0, out + i * hw, dx.rows());
         ++j;
       }
@@ -767,6 +865,7 @@ class Conv2d final : public Layer<T, B> {
   std::vector<Vector<T>> padded_;    // per group: one sample's zero-padded planes (direct kernel)
   std::vector<Vector<T>> pooled_;    // per group: one sample's output planes of a chunk of a pooled JVP
   std::vector<Vector<T>> xpad_;      // per group: one sample's zero-padded x in a pooled JVP
+  std::vector<Vector<T>> scattered_;  // per group: a chunk of a pooled cotangent scattered (backward_r_pooled)
   Vector<T> wpack_, vpack_, vbias_;  // W, [V_0 ... V_R-1] and their biases packed for the direct kernel
   std::vector<Vector<T>> tpack_;     // per input-gradient term: flipped weights of the transposed conv
   Matrix<T> cols_, rcols_;        // im2col of the last input and of its tangents

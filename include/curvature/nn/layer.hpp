@@ -146,6 +146,20 @@ class Layer {
                            const Matrix<T>* /*rrx*/, const Layer& /*pool*/, Matrix<T>& /*rrz*/) {
     throw UnsupportedError(name() + ": no pooled second-order JVP");
   }
+  /// True when backward_r_pooled works for a sink of this mode (Conv2d on its direct kernel with a
+  /// summed sink). Sequential then runs the R-op of a max-pool that follows together with this
+  /// layer's.
+  virtual bool pools_rop(Reduction /*mode*/) const { return false; }
+  /// backward_r of the max-pool `pool` that takes this layer's output (whose forward pass has run),
+  /// then this layer's: rdz is the R-derivative of the pool's output cotangent (a.reps replicas),
+  /// dy the cotangent of this layer's output (one replica), rdx and sink as for backward_r. The
+  /// same bits as the two calls, without the full-size R-derivative of this layer's output
+  /// cotangent. Only when pools_rop(sink mode).
+  virtual void backward_r_pooled(const Pass<T>& /*a*/, const Matrix<T>& /*x*/, const Matrix<T>* /*rx*/,
+                                 const Matrix<T>& /*dy*/, const Matrix<T>& /*rdz*/, const Layer& /*pool*/,
+                                 Matrix<T>* /*rdx*/, const Sink<T>* /*sink*/) {
+    throw UnsupportedError(name() + ": no pooled R-op");
+  }
   /// A new, unbound layer with this one's settings and buffers (BatchNorm's running statistics)
   /// but none of its per-call caches, or null when the layer cannot be copied. Sequential runs a
   /// large batch as shards, each through its own copies of the layers (see Sequential's "Batch

@@ -37,7 +37,10 @@
 // Pooled JVPs. A layer whose pools_jvp() is true (Conv2d on its direct kernel) followed by a
 // max-pool runs its JVPs together with the pool's (Layer::jvp_pooled, jvp2_pooled): the same bits
 // without the full-size tangent of its output, which a block of directions otherwise writes to
-// memory and reads back (see pooled()).
+// memory and reads back (see pooled()). Its R-op, for summed sinks, runs the pool's too
+// (Layer::pools_rop, backward_r_pooled): the R-derivative of the pool's output cotangent is
+// scattered through the window choices where the convolution reads it, without the full-size
+// tensor (see pooled_rop()).
 #include <algorithm>
 #include <atomic>
 #include <concepts>
@@ -462,6 +465,21 @@ class Sequential {
                   bool cotangents) {
     const Index n = x.cols(), last = num_layers() - 1, first = first_param_layer();
     for (Index l = last; l >= first; --l) {
+      if (l > first && pooled_rop(l - 1, mode)) {  // the max-pool l's R-op inside layer l - 1's
+        if (cotangents)
+          layers_[l]->backward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l], dys_[l], &dys_[l - 1], nullptr);
+        --l;
+        const bool need_dx = l > first;
+        const Matrix<T>* rx = (l > 0 && active_[l - 1]) ? &racts_[l - 1] : nullptr;
+        Sink<T> s;
+        layers_[l]->backward_r_pooled(pass(l, n, reps, v, v_ld), input(l, x), rx, dys_[l], rdys_[l + 1],
+                                      *layers_[l + 1], need_dx ? &rdys_[l - 1] : nullptr, sink(l, mode, out, scale, s));
+        rdys_[l].resize(0, 0);
+        if (!need_dx) break;
+        if (cotangents)
+          layers_[l]->backward(pass(l, n, 1, nullptr, 0), input(l, x), acts_[l], dys_[l], &dys_[l - 1], nullptr);
+        continue;
+      }
       const bool need_dx = l > first;
       const Matrix<T>* rx = (l > 0 && active_[l - 1]) ? &racts_[l - 1] : nullptr;
       Sink<T> s;
@@ -735,6 +753,11 @@ class Sequential {
   bool pooled(Index l) const {
     return fuse_pool_ && l + 1 < num_layers() && layers_[l + 1]->is_max_pool() && layers_[l]->pools_jvp();
   }
+
+  /// Whether the R-op of the max-pool l + 1 runs inside layer l's (Layer::backward_r_pooled, for
+  /// sinks of `mode`): the same bits without the full-size R-derivative of layer l's output
+  /// cotangent, whose slot in rdys_ is left empty. With the pooled JVPs (pooled(l)).
+  bool pooled_rop(Index l, Reduction mode) const { return pooled(l) && layers_[l]->pools_rop(mode); }
 
   /// The JVP along the `reps` directions at v (v_ld apart), layer by layer, after forward_layers.
   void jvp_layers(const Matrix<T>& x, const T* v, Index v_ld, Index reps) {

@@ -101,6 +101,29 @@ void direct_pad(const DirectConvShape& s, const T* in, Index ld_in, T* pad) {
   std::fill(pad + s.cin * hp * wp, pad + s.cin * hp * wp + slack, T(0));
 }
 
+/// a[0] + ... + a[len - 1] in an order fixed by len alone (two packets of lanes, unaligned loads,
+/// then the tail), so the sum of the same values is the same bits wherever they lie; Eigen's
+/// reductions start their packets at the first aligned address.
+template <class T>
+T fixed_order_sum(const T* a, Index len) {
+  namespace ei = Eigen::internal;
+  using Packet = typename ei::packet_traits<T>::type;
+  constexpr Index L = ei::packet_traits<T>::size;
+  Packet s0 = ei::pset1<Packet>(T(0)), s1 = ei::pset1<Packet>(T(0));
+  Index k = 0;
+  for (; k + 2 * L <= len; k += 2 * L) {
+    s0 = ei::padd(s0, ei::ploadu<Packet>(a + k));
+    s1 = ei::padd(s1, ei::ploadu<Packet>(a + k + L));
+  }
+  if (k + L <= len) {
+    s0 = ei::padd(s0, ei::ploadu<Packet>(a + k));
+    k += L;
+  }
+  T sum = ei::predux(ei::padd(s0, s1));
+  for (; k < len; ++k) sum += a[k];
+  return sum;
+}
+
 /// Vector registers of the target (32 with AVX-512, 16 otherwise): bounds the accumulator tile.
 inline constexpr int direct_registers =
 #if defined(EIGEN_VECTORIZE_AVX512)
