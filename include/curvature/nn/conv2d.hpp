@@ -698,10 +698,8 @@ class Conv2d final : public Layer<T, B> {
     const Shape ps = pool.output_spec().shape;
     const Index q = ps.h * ps.w, p = ho_ * wo_;
     for (Index j = 0; j < cols; ++j) {
-      const std::int32_t* ar = arg + (i * cout_ + (j0 + j) % cout_) * q;
-      const T* src = buf + j * p;
-      T* dst = rz.data() + (j0 + j) * rz.rows() + i * q;
-      for (Index o = 0; o < q; ++o) dst[o] = src[ar[o]];
+      detail::gather_choices(arg + (i * cout_ + (j0 + j) % cout_) * q, q, buf + j * p,
+                             rz.data() + (j0 + j) * rz.rows() + i * q);
     }
   }
 
@@ -741,12 +739,8 @@ class Conv2d final : public Layer<T, B> {
       T* col = out + o * ld;
       std::fill(col, col + ld, T(0));
       const T* src = pc.rdz->data() + (r * cout_ + o) * pc.rdz->rows();
-      for (Index i = i0; i < i0 + m; ++i) {
-        const std::int32_t* arg = pc.choices + (i * cout_ + o) * pc.q;
-        const T* in = src + i * pc.q;
-        T* plane = col + (i - i0) * p;
-        for (Index k = 0; k < pc.q; ++k) plane[arg[k]] += in[k];
-      }
+      for (Index i = i0; i < i0 + m; ++i)
+        detail::scatter_choices(pc.choices + (i * cout_ + o) * pc.q, pc.q, src + i * pc.q, col + (i - i0) * p);
     }
     return out;
   }

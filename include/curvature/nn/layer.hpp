@@ -64,6 +64,18 @@ void add_or_assign(V&& dst, const E& value, bool assign) {
   if (assign) dst = value;
   else dst += value;
 }
+
+/// A max-pool's map of one plane through its window choices (Layer::max_pool_choices, q output
+/// pixels): out[o] = in[choice[o]] ...
+template <class T>
+void gather_choices(const std::int32_t* choice, Index q, const T* in, T* out) {
+  for (Index o = 0; o < q; ++o) out[o] = in[choice[o]];
+}
+/// ... and its transpose, added in pixel order into out (zeroed by the caller).
+template <class T>
+void scatter_choices(const std::int32_t* choice, Index q, const T* in, T* out) {
+  for (Index o = 0; o < q; ++o) out[choice[o]] += in[o];
+}
 }  // namespace detail
 
 /// Arguments shared by one layer call.

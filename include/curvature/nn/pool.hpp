@@ -159,12 +159,12 @@ class MaxPool2d final : public detail::PoolBase<T, B> {
       }
   }
   void apply_plane(Index plane, const T* in, T* out) const override {
-    const std::int32_t* arg = &arg_[plane * this->ho_ * this->wo_];
-    for (Index o = 0; o < this->ho_ * this->wo_; ++o) out[o] = in[arg[o]];
+    const Index q = this->ho_ * this->wo_;
+    nn::detail::gather_choices(&arg_[plane * q], q, in, out);
   }
   void apply_plane_transpose(Index plane, const T* in, T* out) const override {
-    const std::int32_t* arg = &arg_[plane * this->ho_ * this->wo_];
-    for (Index o = 0; o < this->ho_ * this->wo_; ++o) out[arg[o]] += in[o];
+    const Index q = this->ho_ * this->wo_;
+    nn::detail::scatter_choices(&arg_[plane * q], q, in, out);
   }
 
   std::vector<std::int32_t> arg_;  // window maximum of each (sample, channel, output pixel)
