@@ -90,6 +90,8 @@ CURVATURE_BENCH(W4_trace100_one_probe_at_a_time_cnn_b128, Work::Trace, true, 128
 CURVATURE_BENCH(W5_diag100_mlp_b128, Work::Diagonal, false, 128, 20);
 CURVATURE_BENCH(W5_diag100_mlp_b1024, Work::Diagonal, false, 1024, 20);
 CURVATURE_BENCH(W5_diag100_cnn_b128, Work::Diagonal, true, 128, 20);
+CURVATURE_BENCH(W5_diag100_one_probe_at_a_time_mlp_b128, Work::Diagonal, false, 128, 1);
+CURVATURE_BENCH(W5_diag100_one_probe_at_a_time_cnn_b128, Work::Diagonal, true, 128, 1);
 CURVATURE_BENCH(W5_exact_diag_mlp_b128, Work::ExactDiagonal, false, 128, 20);
 CURVATURE_BENCH(W5_exact_diag_mlp_b1024, Work::ExactDiagonal, false, 1024, 20);
 CURVATURE_BENCH(W5_exact_diag_cnn_b128, Work::ExactDiagonal, true, 128, 20);

@@ -672,7 +672,7 @@ nn::Sequential<D, B> pooled_cnn(B b = B{}) {
 }
 }  // namespace
 
-TEST_CASE("A convolution's JVPs and R-op pooled sample by sample equal the layer-by-layer pass bit for bit",
+TEST_CASE("A convolution's JVPs and R-op pooled sample by sample equal the layer-by-layer pass",
           "[nn][conv][pool][model]") {
   Rng rng(37);
   const Index n = 3;
@@ -692,14 +692,17 @@ TEST_CASE("A convolution's JVPs and R-op pooled sample by sample equal the layer
     per_sample_hvp(m, ce, x, y, v.leftCols(2), r.per_sample);
     return r;
   };
+  // One direction (jvp1, per_sample) takes the pooled kernels' full planes: the same bits. From
+  // four directions on (jvp, hvp, hvp5, q) the directions' terms V_r * x and the R-op's pooled
+  // weight-gradient term are computed at the pools' choices alone, summed in another order.
   const auto check = [&](auto& m) {
     const Results a = run(m, true), b = run(m, false);
-    CHECK(same(a.jvp, b.jvp));
+    CHECK(rel_err(a.jvp, b.jvp) < 1e-13);
     CHECK(same(a.jvp1, b.jvp1));
-    CHECK(same(a.hvp, b.hvp));
-    CHECK(same(a.hvp5, b.hvp5));
+    CHECK(rel_err(a.hvp, b.hvp) < 1e-13);
+    CHECK(rel_err(a.hvp5, b.hvp5) < 1e-13);
     CHECK(same(a.per_sample, b.per_sample));
-    CHECK(a.q == b.q);
+    CHECK(rel_err(a.q, b.q) < 1e-13);
     return a;
   };
   const Results fused = check(serial);

@@ -176,7 +176,9 @@ class Conv2d final : public Layer<T, B> {
   /// jvp, then the max-pool's jvp, sample by sample: each sample's output tangent planes are
   /// computed into a scratch that stays in cache and only the pool's choices leave it, where the
   /// layer by layer way writes the full-size tangent to memory and reads it back (TinyCNN, a block
-  /// of 20 directions: 160 MB for the first convolution). The same bits.
+  /// of 20 directions: 160 MB for the first convolution). From four directions on, their terms
+  /// V_r * x are computed at the pool's choices alone (pooled_direction_terms): the same values
+  /// summed in another order; with fewer, the same bits.
   void jvp_pooled(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, const Layer<T, B>& pool,
                   Matrix<T>& rz) override {
     rcols_of_ = nullptr;
@@ -201,7 +203,9 @@ class Conv2d final : public Layer<T, B> {
   /// is scattered through its window choices sample by sample (a chunk of samples for the weight
   /// gradient, one sample's padded planes for the input gradient), where it is read, rather than
   /// into a full-size tensor that goes to memory and back (TinyCNN, 20 directions: 160 MB for the
-  /// first convolution). The same bits as the two calls.
+  /// first convolution). From four directions on, the term of the scattered cotangent against x
+  /// is computed at the pool's choices alone (pooled_weight_terms), summed in another order than
+  /// the two calls; with fewer, their bits.
   void backward_r_pooled(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, const Matrix<T>& dy,
                          const Matrix<T>& rdz, const Layer<T, B>& pool, Matrix<T>* rdx, const Sink<T>* sink) override {
     const PooledCotangent pc = pooled_cotangent(a, pool, rdz);
@@ -214,7 +218,11 @@ class Conv2d final : public Layer<T, B> {
       }
     }
     if (!sink) return;
-    if (rx) param_grad_sum(*sink, a.n, a.reps, {{nullptr, &x, true, &pc}, {&dy, rx, false}});
+    // the pooled term at the choices alone when that pays (pooled_choices_only), as in the JVP
+    const PooledCotangent* sparse = pooled_choices_only(a.reps, pc.q) ? &pc : nullptr;
+    if (rx && sparse) param_grad_sum(*sink, a.n, a.reps, {{&dy, rx, false}}, &x, sparse);
+    else if (rx) param_grad_sum(*sink, a.n, a.reps, {{nullptr, &x, true, &pc}, {&dy, rx, false}});
+    else if (sparse) param_grad_sum(*sink, a.n, a.reps, {}, &x, sparse);
     else param_grad_sum(*sink, a.n, a.reps, {{nullptr, &x, true, &pc}});
   }
 
@@ -237,6 +245,9 @@ class Conv2d final : public Layer<T, B> {
 
  private:
   using Serial = curvature::backend::Serial;
+  using StridedMap = Eigen::Map<Matrix<T>, 0, Eigen::OuterStride<>>;
+  using ConstStridedMap = Eigen::Map<const Matrix<T>, 0, Eigen::OuterStride<>>;
+  using ConstRowMajorMap = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
 
   /// The R-derivative of a max-pool's output cotangent (a.reps replicas of Cout columns, the pool's
   /// output size) with the pool's window choices (q per plane): the cotangent of this layer's
@@ -370,13 +381,18 @@ class Conv2d final : public Layer<T, B> {
   /// Sum (or PerReplica) reduction of sum_t patches(x_t)^T a_t, chunk by chunk: every group sums
   /// its chunks into its own partial ([CKK, R*Cout] weights, [Cout, R] biases), and the partials
   /// are added in group order. Patches shared by all replicas meet all R cotangents in one product.
-  void param_grad_sum(const Sink<T>& s, Index n, Index reps, std::initializer_list<WeightTerm> terms) {
+  /// With `pooled`, also the pooled term of x at the pool's choices alone (pooled_weight_terms).
+  void param_grad_sum(const Sink<T>& s, Index n, Index reps, std::initializer_list<WeightTerm> terms,
+                      const Matrix<T>* pooled_x = nullptr, const PooledCotangent* pooled = nullptr) {
     const Index p = ho_ * wo_;
     const Index groups = chunk_groups(n);
     if (static_cast<Index>(part_.size()) < groups) part_.resize(groups), part_b_.resize(groups);
     for (Index g = 0; g < groups; ++g) part_[g].setZero(ckk_, reps * cout_), part_b_[g].setZero(cout_, reps);
-    if (uses_direct() && detail::direct_wgrad_supports(k_)) param_grad_direct(n, reps, terms);
-    else for_chunks(n, [&](Index g, Index i0, Index m, T* buf) {
+    if (pooled) pooled_weight_terms(*pooled_x, *pooled, n, reps);
+    if (terms.size() == 0) {  // only the pooled term
+    } else if (uses_direct() && detail::direct_wgrad_supports(k_)) {
+      param_grad_direct(n, reps, terms);
+    } else for_chunks(n, [&](Index g, Index i0, Index m, T* buf) {
       const ConstMatrixMap<T> cols(buf, m * p, ckk_);
       for (const WeightTerm& t : terms) {
         const bool shared = t.x->cols() == this->in_.shape.c;
@@ -607,18 +623,17 @@ class Conv2d final : public Layer<T, B> {
                                             ry.data() + i * p, ry.rows());
       }
       for (Index r = 0; r < a.reps; ++r)
-        jvp_rx_sample(a, g, i, r, rx, rx_shared, ry.data() + r * cout_ * ry.rows() + i * p, ry.rows());
+        jvp_rx_sample(g, i, r, rx, rx_shared, a.v != nullptr, ry.data() + r * cout_ * ry.rows() + i * p, ry.rows());
     });
   }
 
   /// Replica r's term conv(rx_r; W) for sample i, added to the V_r term at out (plane stride ld)
-  /// when the pass has directions; zeros when it has neither. A shared rx is padded once (r = 0).
-  void jvp_rx_sample(const Pass<T>& a, Index g, Index i, Index r, const Matrix<T>* rx, bool rx_shared, T* out,
-                     Index ld) {
+  /// when `add`; zeros when there is no rx and nothing to add to. A shared rx is padded once (r = 0).
+  void jvp_rx_sample(Index g, Index i, Index r, const Matrix<T>* rx, bool rx_shared, bool add, T* out, Index ld) {
     if (rx) {
       const T* padded = (r == 0 || !rx_shared) ? pad_sample(g, *rx, rx_shared ? 0 : r, i) : padded_[g].data();
-      detail::direct_conv_sample<T>(direct_shape(), padded, wpack_.data(), nullptr, a.v != nullptr, out, ld);
-    } else if (!a.v) {
+      detail::direct_conv_sample<T>(direct_shape(), padded, wpack_.data(), nullptr, add, out, ld);
+    } else if (!add) {
       for (Index o = 0; o < cout_; ++o) std::fill(out + o * ld, out + o * ld + ho_ * wo_, T(0));
     }
   }
@@ -746,25 +761,136 @@ class Conv2d final : public Layer<T, B> {
   }
 
   /// jvp_pooled on the direct kernel: forward_jvp_direct's products (without y), a chunk of
-  /// replicas at a time into group g's scratch planes, each chunk then pooled into rz.
+  /// replicas at a time into group g's scratch planes, each chunk then pooled into rz. With
+  /// pooled_choices_only(a.reps) the directions' terms V_r * x are computed at the pool's choices
+  /// alone, after the planes of W * rx_r are pooled (pooled_direction_terms).
   void jvp_pooled_direct(const Pass<T>& a, const Matrix<T>& x, const Matrix<T>* rx, const Layer<T, B>& pool,
                          Matrix<T>& rz) {
     const Index p = ho_ * wo_, c = this->in_.shape.c, rc = pooled_chunk(a.reps);
     prepare_pooled(a, pool, rc, rz);
     pack_jvp(a);
-    const bool rx_shared = rx && rx->cols() == c;
-    for_samples(a.n, [&](Index g, Index i) {
-      T* buf = pooled_[g].data();
-      // x padded, in its own buffer: rx_r is padded into padded_[g] between chunks
-      const T* px = a.v ? pad_planes(xpad_[g], direct_shape(), x, 0, i) : nullptr;
-      for (Index r0 = 0; r0 < a.reps; r0 += rc) {
-        const Index nr = std::min(rc, a.reps - r0);
-        if (a.v)
-          detail::direct_conv_sample<T>(direct_shape(nr * cout_), px, vpack_.data() + r0 * cout_ * ckk_,
-                                        vbias_.data() + r0 * cout_, false, buf, p);
-        for (Index r = r0; r < r0 + nr; ++r) jvp_rx_sample(a, g, i, r, rx, rx_shared, buf + (r - r0) * cout_ * p, p);
-        pooled_out(pool, i, r0 * cout_, nr * cout_, buf, rz);
+    const bool sparse = a.v && pooled_choices_only(a.reps, rz.rows() / a.n);
+    const bool rx_shared = rx && rx->cols() == c, dense_v = a.v && !sparse;
+    if (!sparse || rx)
+      for_samples(a.n, [&](Index g, Index i) {
+        T* buf = pooled_[g].data();
+        // x padded, in its own buffer: rx_r is padded into padded_[g] between chunks
+        const T* px = dense_v ? pad_planes(xpad_[g], direct_shape(), x, 0, i) : nullptr;
+        for (Index r0 = 0; r0 < a.reps; r0 += rc) {
+          const Index nr = std::min(rc, a.reps - r0);
+          if (dense_v)
+            detail::direct_conv_sample<T>(direct_shape(nr * cout_), px, vpack_.data() + r0 * cout_ * ckk_,
+                                          vbias_.data() + r0 * cout_, false, buf, p);
+          for (Index r = r0; r < r0 + nr; ++r)
+            jvp_rx_sample(g, i, r, rx, rx_shared, dense_v, buf + (r - r0) * cout_ * p, p);
+          pooled_out(pool, i, r0 * cout_, nr * cout_, buf, rz);
+        }
+      });
+    if (sparse) pooled_direction_terms(a, x, pool, rz, rx != nullptr);
+  }
+
+  /// Whether a pooled JVP of `reps` directions computes their terms V_r * x at the pool's choices
+  /// alone (pooled_direction_terms): a max-pool passes on one pixel of each window, so of the
+  /// planes that the direct kernel computes in full the pool keeps q of every ho*wo values (a
+  /// quarter for 2x2 windows). The patches of x at the choices are gathered once for all the
+  /// directions, so that gather pays for itself only across several of them (`kMinReps`).
+  bool pooled_choices_only(Index reps, Index q) const {
+    constexpr Index kMinReps = 4;
+    return reps >= kMinReps && 2 * q <= ho_ * wo_;
+  }
+
+  /// The directions' terms of a pooled JVP where the pool chose: rz (+)= V_r * x + b_r at the pixels
+  /// of the max-pool's choices (added to rz when `add`, else written). Per chunk of samples and
+  /// output channel o, the patches of x at o's choices (for_choice_chunks) meet [V_0[o] ... V_R-1[o]]
+  /// in one product, whose R columns land in column o of every replica of rz.
+  void pooled_direction_terms(const Pass<T>& a, const Matrix<T>& x, const Layer<T, B>& pool, Matrix<T>& rz,
+                              bool add) {
+    const Index rows = rz.rows(), q = rows / a.n;
+    to_channels_last(v_all_, vcl_);
+    for_choice_chunks(x, pool.max_pool_choices().data(), a.n, q, [&](Index, Index i0, Index mq, Index o, const T* at) {
+      StridedMap out(rz.data() + o * rows + i0 * q, mq, a.reps, Eigen::OuterStride<>(cout_ * rows));
+      for (Index r = 0; r < a.reps; ++r) {
+        const T b = vbias_[r * cout_ + o];
+        if (add) out.col(r).array() += b;
+        else out.col(r).setConstant(b);
       }
+      const ConstStridedMap vt(vcl_.data() + o * ckk_, ckk_, a.reps, Eigen::OuterStride<>(cout_ * ckk_));
+      Serial{}.gemm(out, ConstRowMajorMap(at, mq, ckk_), vt, T(1), true);
+    });
+  }
+
+  /// The pooled term of a summed R-op's weight gradient where the pool chose: the patches of x at
+  /// the choices of output channel o (for_choice_chunks) meet column o of every replica of the pooled
+  /// cotangent in one product, added to group g's partials (param_grad_sum), rows permuted back
+  /// from the channels-last patch order; the biases take the cotangent's sums.
+  void pooled_weight_terms(const Matrix<T>& x, const PooledCotangent& pc, Index n, Index reps) {
+    const Index rows = pc.rdz->rows();
+    for_choice_chunks(x, pc.choices, n, pc.q, [&](Index g, Index i0, Index mq, Index o, const T* at) {
+      const ConstStridedMap rd(pc.rdz->data() + o * rows + i0 * pc.q, mq, reps, Eigen::OuterStride<>(cout_ * rows));
+      Matrix<T>& gw = wcl_[g];
+      gw.resize(ckk_, reps);
+      Serial{}.gemm(gw, ConstRowMajorMap(at, mq, ckk_).transpose(), rd, T(1), false);
+      const Index c = this->in_.shape.c, kk = k_ * k_;
+      for (Index r = 0; r < reps; ++r) {
+        T* col = part_[g].data() + (r * cout_ + o) * ckk_;
+        for (Index ci = 0; ci < c; ++ci)
+          for (Index t = 0; t < kk; ++t) col[ci * kk + t] += gw(t * c + ci, r);
+        part_b_[g](o, r) += rd.col(r).sum();
+      }
+    });
+  }
+
+  /// out = w ([C*k*k, cols], rows in the order (c, ki, kj)) with its rows in the channels-last
+  /// patch order (ki, kj, c) of for_choice_chunks.
+  void to_channels_last(const Matrix<T>& w, Matrix<T>& out) const {
+    const Index c = this->in_.shape.c, kk = k_ * k_;
+    out.resize(ckk_, w.cols());
+    for (Index ci = 0; ci < c; ++ci)
+      for (Index t = 0; t < kk; ++t) out.row(t * c + ci) = w.row(ci * kk + t);
+  }
+
+  /// Calls f(g, i0, m*q, o, rows) for every chunk [i0, i0 + m) of the n samples and output channel
+  /// o, where rows [m*q, C*k*k] (row-major) are the patches of x at the pixels that the max-pool
+  /// chose in plane o (choices: q per plane) of each sample: the samples are laid out channels-last
+  /// and zero-padded, so that a patch is k runs of k*C contiguous values, in the order (ki, kj, c).
+  /// Chunks of ~1 MB of rows (so that a product's other side is packed for many rows), dealt to
+  /// chunk_groups(n) groups in order: no dependence on the thread count.
+  template <class F>
+  void for_choice_chunks(const Matrix<T>& x, const std::int32_t* choices, Index n, Index q, F&& f) {
+    const Shape in = this->in_.shape;
+    const Index c = in.c, wp = in.w + 2 * pad_, run = k_ * c, sample = (in.h + 2 * pad_) * wp * c;
+    const Index per = std::clamp<Index>((Index{1} << 20) / (q * ckk_ * static_cast<Index>(sizeof(T))), 1, n);
+    const Index chunks = (n + per - 1) / per, groups = chunk_groups(n);
+    for (auto* bufs : {&gathered_, &xpad_})
+      if (static_cast<Index>(bufs->size()) < groups) bufs->resize(groups);
+    if (static_cast<Index>(wcl_.size()) < groups) wcl_.resize(groups);
+    this->bk_.parallel_for(groups, [&](Index g0, Index g1) {
+      for (Index g = g0; g < g1; ++g)
+        for (Index ch = chunks * g / groups; ch < chunks * (g + 1) / groups; ++ch) {
+          const Index i0 = ch * per, m = std::min(per, n - i0);
+          T* xcl = pack(xpad_[g], m * sample);
+          std::fill(xcl, xcl + m * sample, T(0));
+          for (Index i = 0; i < m; ++i)
+            for (Index ci = 0; ci < c; ++ci) {
+              const T* plane = x.data() + ci * x.rows() + (i0 + i) * in.h * in.w;
+              for (Index h = 0; h < in.h; ++h) {
+                T* dst = xcl + i * sample + ((h + pad_) * wp + pad_) * c + ci;
+                for (Index w = 0; w < in.w; ++w) dst[w * c] = plane[h * in.w + w];
+              }
+            }
+          T* buf = pack(gathered_[g], m * q * ckk_);
+          for (Index o = 0; o < cout_; ++o) {
+            T* row = buf;
+            for (Index i = 0; i < m; ++i) {
+              const std::int32_t* arg = choices + ((i0 + i) * cout_ + o) * q;
+              for (Index k = 0; k < q; ++k, row += ckk_) {
+                const T* at = xcl + i * sample + ((arg[k] / wo_) * wp + arg[k] % wo_) * c;
+                for (Index ki = 0; ki < k_; ++ki) std::copy(at + ki * wp * c, at + ki * wp * c + run, row + ki * run);
+              }
+            }
+            f(g, i0, m * q, o, static_cast<const T*>(buf));
+          }
+        }
     });
   }
 
@@ -858,7 +984,10 @@ class Conv2d final : public Layer<T, B> {
   Index ho_ = 0, wo_ = 0, ckk_ = 0;
   std::vector<Vector<T>> padded_;    // per group: one sample's zero-padded planes (direct kernel)
   std::vector<Vector<T>> pooled_;    // per group: one sample's output planes of a chunk of a pooled JVP
-  std::vector<Vector<T>> xpad_;      // per group: one sample's zero-padded x in a pooled JVP
+  std::vector<Vector<T>> xpad_;      // per group: one sample's zero-padded x in a pooled JVP (a chunk's, channels-last, in for_choice_chunks)
+  std::vector<Vector<T>> gathered_;  // per group: a chunk's patches at a max-pool's choices (for_choice_chunks)
+  std::vector<Matrix<T>> wcl_;       // per group: one channel's pooled weight-gradient term (pooled_weight_terms)
+  Matrix<T> vcl_;                    // v_all_ with rows in the channels-last patch order (pooled_direction_terms)
   std::vector<Vector<T>> scattered_;  // per group: a chunk of a pooled cotangent scattered (backward_r_pooled)
   Vector<T> wpack_, vpack_, vbias_;  // W, [V_0 ... V_R-1] and their biases packed for the direct kernel
   std::vector<Vector<T>> tpack_;     // per input-gradient term: flipped weights of the transposed conv
