@@ -145,7 +145,7 @@ class Layer {
   /// runs this layer's JVPs together with a max-pool that follows it.
   virtual bool pools_jvp() const { return false; }
   /// jvp of this layer, then jvp of the max-pool `pool` that takes its output (whose forward pass
-  /// has run): rz = the pool's output tangent, the same bits as the two calls, without the
+  /// has run): rz = the pool's output tangent, the two calls' values (to rounding), without the
   /// full-size tangent of this layer's output (the next layers never read it: the pool's R-op
   /// and this layer's ignore their output tangents). Only when pools_jvp().
   virtual void jvp_pooled(const Pass<T>& /*a*/, const Matrix<T>& /*x*/, const Matrix<T>* /*rx*/,
@@ -165,7 +165,7 @@ class Layer {
   /// backward_r of the max-pool `pool` that takes this layer's output (whose forward pass has run),
   /// then this layer's: rdz is the R-derivative of the pool's output cotangent (a.reps replicas),
   /// dy the cotangent of this layer's output (one replica), rdx and sink as for backward_r. The
-  /// same bits as the two calls, without the full-size R-derivative of this layer's output
+  /// two calls' values (to rounding), without the full-size R-derivative of this layer's output
   /// cotangent. Only when pools_rop(sink mode).
   virtual void backward_r_pooled(const Pass<T>& /*a*/, const Matrix<T>& /*x*/, const Matrix<T>* /*rx*/,
                                  const Matrix<T>& /*dy*/, const Matrix<T>& /*rdz*/, const Layer& /*pool*/,

@@ -35,12 +35,14 @@
 // 35.0 -> 33.2 ms on one thread, 22.5-25.6 -> 16.9-18.0 ms on two (benchmarks/README.md).
 //
 // Pooled JVPs. A layer whose pools_jvp() is true (Conv2d on its direct kernel) followed by a
-// max-pool runs its JVPs together with the pool's (Layer::jvp_pooled, jvp2_pooled): the same bits
-// without the full-size tangent of its output, which a block of directions otherwise writes to
-// memory and reads back (see pooled()). Its R-op, for summed sinks, runs the pool's too
-// (Layer::pools_rop, backward_r_pooled): the R-derivative of the pool's output cotangent is
-// scattered through the window choices where the convolution reads it, without the full-size
-// tensor (see pooled_rop()).
+// max-pool runs its JVPs together with the pool's (Layer::jvp_pooled, jvp2_pooled), without the
+// full-size tangent of its output, which a block of directions otherwise writes to memory and
+// reads back (see pooled()). Its R-op, for summed sinks, runs the pool's too (Layer::pools_rop,
+// backward_r_pooled): the R-derivative of the pool's output cotangent is scattered through the
+// window choices where the convolution reads it, without the full-size tensor (see pooled_rop()).
+// From 4 directions on, Conv2d computes the terms that read its shared input only at the pool's
+// choices (a quarter of those products for 2x2 windows), summed in another order than layer by
+// layer; with fewer directions the fused passes give the same bits.
 #include <algorithm>
 #include <atomic>
 #include <concepts>
@@ -128,7 +130,7 @@ class Sequential {
   /// A convolution followed by a max-pool computes its JVPs sample by sample into a scratch that
   /// stays in cache and hands on only the pool's choices (Layer::jvp_pooled; on by default).
   /// false runs the two layers one after the other, through the full-size tangent; the results
-  /// are the same bits either way (for measurements and tests).
+  /// agree to rounding (the same bits below 4 directions; for measurements and tests).
   void set_fused_pooling(bool on) {
     fuse_pool_ = on;
     shards_.clear();
@@ -747,7 +749,7 @@ class Sequential {
   }
 
   /// Whether layer l's JVPs run together with the max-pool l + 1 that takes its output
-  /// (Layer::jvp_pooled: the same bits without the full-size tangent of layer l's output, whose
+  /// (Layer::jvp_pooled: the same values without the full-size tangent of layer l's output, whose
   /// slot in racts_ is left empty; nothing reads it, as the pool's R-op and layer l's ignore their
   /// output tangents). Off after set_fused_pooling(false).
   bool pooled(Index l) const {
@@ -755,7 +757,7 @@ class Sequential {
   }
 
   /// Whether the R-op of the max-pool l + 1 runs inside layer l's (Layer::backward_r_pooled, for
-  /// sinks of `mode`): the same bits without the full-size R-derivative of layer l's output
+  /// sinks of `mode`): the same values without the full-size R-derivative of layer l's output
   /// cotangent, whose slot in rdys_ is left empty. With the pooled JVPs (pooled(l)).
   bool pooled_rop(Index l, Reduction mode) const { return pooled(l) && layers_[l]->pools_rop(mode); }
 
