@@ -40,7 +40,7 @@
 // reads back (see pooled()). Its R-op, for summed sinks, runs the pool's too (Layer::pools_rop,
 // backward_r_pooled): the R-derivative of the pool's output cotangent is scattered through the
 // window choices where the convolution reads it, without the full-size tensor (see pooled_rop()).
-// From 4 directions on, Conv2d computes the terms that read its shared input only at the pool's
+// From 16 directions on, Conv2d computes the terms that read its shared input only at the pool's
 // choices (a quarter of those products for 2x2 windows), summed in another order than layer by
 // layer; with fewer directions the fused passes give the same bits.
 #include <algorithm>
@@ -130,7 +130,7 @@ class Sequential {
   /// A convolution followed by a max-pool computes its JVPs sample by sample into a scratch that
   /// stays in cache and hands on only the pool's choices (Layer::jvp_pooled; on by default).
   /// false runs the two layers one after the other, through the full-size tangent; the results
-  /// agree to rounding (the same bits below 4 directions; for measurements and tests).
+  /// agree to rounding (the same bits below 16 directions; for measurements and tests).
   void set_fused_pooling(bool on) {
     fuse_pool_ = on;
     shards_.clear();
